@@ -1,0 +1,36 @@
+"""The one value every identity method produces, and the fingerprint of a proof."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Identity", "fingerprint"]
+
+
+def fingerprint(proof: str) -> str:
+    """A stable, non-reversible name for a secret proof: what logs and audit records keep."""
+    return "sha256:" + hashlib.sha256(proof.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the worker proved to be.
+
+    ``principal`` is the audit name (``issuer#subject`` for OIDC); ``claims`` are what
+    policies may match on; ``expires`` bounds every grant made for this identity.
+    """
+
+    method: str
+    issuer: str
+    subject: str
+    expires: int
+    fingerprint: str
+    issuer_name: str = ""
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def principal(self) -> str:
+        return f"{self.issuer}#{self.subject}"
