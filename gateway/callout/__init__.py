@@ -1,0 +1,1 @@
+"""Callout: the auth callout pipeline (handler) and its NATS subscription (service)."""

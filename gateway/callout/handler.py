@@ -1,0 +1,227 @@
+"""One auth callout request in, one signed response out: the decision pipeline.
+
+    open (xkey) -> verify request -> envelope -> identity -> policy -> sign -> audit -> reply
+
+Every step raises a GatewayError with a stable code; the pipeline turns any of them, and
+any unexpected exception, into a deny that is audited and answered with a signed error
+response (fail closed in one place). The audit record is committed before a grant is
+returned; if it cannot be, the grant becomes a deny. A request whose own JWT does not
+verify is audited but not answered: nothing binds a response to it, and nats-server
+denies it at its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from gateway.audit.record import AuditRecord
+from gateway.envelope import CredentialEnvelope, parse_envelope
+from gateway.errors import AuditUnavailable, GatewayError, IdentityUnavailable, RequestError
+from gateway.identity.model import Identity, fingerprint
+from gateway.natsjwt.claims import (
+    AuthorizationRequest,
+    UserGrant,
+    encode_error_response,
+    encode_grant_response,
+    encode_user_jwt,
+    verify_authorization_request,
+)
+from gateway.natsjwt.nkeys import CurveKeyPair, SigningKeyPair
+from gateway.natsjwt.xkey import XKeyError, open_sealed, seal
+from gateway.policy.decide import Decision, decide
+from gateway.policy.load import PolicySet
+
+__all__ = ["SERVER_XKEY_HEADER", "CalloutHandler", "HandlerSettings"]
+
+log = logging.getLogger(__name__)
+SERVER_XKEY_HEADER = "Nats-Server-Xkey"
+MAX_REASON = 200
+
+IdentityVerifier = Callable[[CredentialEnvelope], Awaitable[Identity]]
+AuditSink = Callable[[AuditRecord], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    target_account: str = "APP"
+    identity_timeout_seconds: float = 1.0
+    instance: str = field(default_factory=lambda: f"gw-{uuid.uuid4().hex[:8]}")
+
+
+@dataclass
+class _Context:
+    decision_id: str
+    started: float
+    request: AuthorizationRequest | None = None
+    envelope: CredentialEnvelope | None = None
+    identity: Identity | None = None
+    decision: Decision | None = None
+    server_xkey: str | None = None
+
+
+class CalloutHandler:
+    """Stateless per request; holds keys, the identity verifier, policies and audit sink."""
+
+    def __init__(
+        self, *, issuer: SigningKeyPair, xkey: CurveKeyPair | None,
+        verify_identity: IdentityVerifier, policies: Callable[[], PolicySet],
+        audit: AuditSink, settings: HandlerSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._issuer = issuer
+        self._xkey = xkey
+        self._verify_identity = verify_identity
+        self._policies = policies
+        self._audit = audit
+        self._settings = settings
+        self._clock = clock
+
+    async def handle(self, data: bytes, headers: Mapping[str, str] | None) -> bytes | None:
+        """The response bytes to send, or None when the request cannot be answered."""
+        ctx = _Context(decision_id=uuid.uuid4().hex, started=time.perf_counter())
+        try:
+            ctx.request = self._open_and_verify(data, headers or {}, ctx)
+        except RequestError as exc:
+            await self._audit_deny(ctx, exc)
+            return None
+        except Exception as exc:  # a malformed request must never crash the service
+            log.exception("unexpected error verifying request %s", ctx.decision_id)
+            await self._audit_deny(ctx, RequestError(f"internal error: {type(exc).__name__}",
+                                                     code="internal_error"))
+            return None
+        try:
+            response = await self._decide_and_grant(ctx, ctx.request)
+        except GatewayError as exc:
+            response = await self._deny(ctx, ctx.request, exc)
+        except Exception as exc:
+            log.exception("unexpected error deciding %s", ctx.decision_id)
+            error = GatewayError(f"internal error: {type(exc).__name__}", code="internal_error")
+            response = await self._deny(ctx, ctx.request, error)
+        return self._seal(response, ctx)
+
+    def _open_and_verify(
+        self, data: bytes, headers: Mapping[str, str], ctx: _Context
+    ) -> AuthorizationRequest:
+        token = self._open(data, headers, ctx)
+        request = verify_authorization_request(
+            token, expected_subject=self._issuer.public_key, now=int(self._clock()))
+        if self._xkey is not None and request.server.xkey != ctx.server_xkey:
+            # nats-server's own tests check this: an outer header that disagrees with the
+            # signed claim means the envelope was tampered with or replayed.
+            raise RequestError("xkey header does not match the signed server xkey",
+                               code="xkey_mismatch")
+        return request
+
+    def _open(self, data: bytes, headers: Mapping[str, str], ctx: _Context) -> str:
+        if self._xkey is None:
+            return data.decode("utf-8", errors="replace")
+        server_xkey = headers.get(SERVER_XKEY_HEADER)
+        if not server_xkey:
+            raise RequestError("request is not encrypted but xkey is configured",
+                               code="xkey_required")
+        ctx.server_xkey = server_xkey
+        try:
+            return open_sealed(data, self._xkey, server_xkey).decode("utf-8", errors="replace")
+        except XKeyError as exc:
+            raise RequestError(f"cannot open encrypted request: {exc}",
+                               code="xkey_open_failed") from exc
+
+    async def _decide_and_grant(self, ctx: _Context, request: AuthorizationRequest) -> str:
+        now = int(self._clock())
+        ctx.envelope = parse_envelope(request.connect.auth_token)
+        ctx.identity = await self._identity(ctx.envelope)
+        ctx.decision = decide(self._policies(), ctx.identity, ctx.envelope.scope, now)
+        user_jwt = encode_user_jwt(self._grant(request, ctx), self._issuer, now=now)
+        response = encode_grant_response(
+            user_nkey=request.user_nkey, server_id=request.server.id, user_jwt=user_jwt,
+            signer=self._issuer, now=now)
+        await self._audit(self._record(ctx, "grant", "granted", "granted"))
+        return response
+
+    async def _identity(self, envelope: CredentialEnvelope) -> Identity:
+        try:
+            return await asyncio.wait_for(self._verify_identity(envelope),
+                                          self._settings.identity_timeout_seconds)
+        except TimeoutError as exc:
+            raise IdentityUnavailable("identity provider did not answer in time",
+                                      code="identity_timeout") from exc
+
+    def _grant(self, request: AuthorizationRequest, ctx: _Context) -> UserGrant:
+        assert ctx.envelope is not None and ctx.decision is not None
+        scope = ctx.envelope.scope
+        return UserGrant(
+            user_nkey=request.user_nkey, account=self._settings.target_account,
+            name=f"{scope.dag_id}/{scope.task_id}", permissions=ctx.decision.permissions,
+            expires=ctx.decision.expires,
+        )
+
+    async def _deny(self, ctx: _Context, request: AuthorizationRequest,
+                    error: GatewayError) -> str:
+        ctx.decision = None
+        await self._audit_deny(ctx, error)
+        return encode_error_response(
+            user_nkey=request.user_nkey, server_id=request.server.id,
+            error=_reason(error), signer=self._issuer, now=int(self._clock()))
+
+    async def _audit_deny(self, ctx: _Context, error: GatewayError) -> None:
+        log.info("deny %s %s", ctx.decision_id, _reason(error))
+        try:
+            await self._audit(self._record(ctx, "deny", error.code, error.description))
+        except AuditUnavailable as exc:
+            # Still a deny: nothing is granted. Operators see the failure in the log.
+            log.error("deny %s could not be audited: %s", ctx.decision_id, exc.description)
+
+    def _seal(self, response: str, ctx: _Context) -> bytes:
+        if self._xkey is None or ctx.server_xkey is None:
+            return response.encode()
+        return seal(response.encode(), self._xkey, ctx.server_xkey)
+
+    def _record(self, ctx: _Context, decision: str, code: str, reason: str) -> AuditRecord:
+        request, envelope, identity = ctx.request, ctx.envelope, ctx.identity
+        granted = ctx.decision if decision == "grant" else None
+        scope = envelope.scope if envelope else None
+        return AuditRecord(
+            decision_id=ctx.decision_id, decided_at=self._clock(), decision=decision,
+            reason_code=code, reason=reason[:MAX_REASON],
+            gateway_instance=self._settings.instance,
+            latency_ms=(time.perf_counter() - ctx.started) * 1000,
+            method=envelope.method if envelope else "",
+            principal=identity.principal if identity else "",
+            identity_fingerprint=_credential_fingerprint(request),
+            dag_id=scope.dag_id if scope else "", task_id=scope.task_id if scope else "",
+            run_id=(scope.run_id or "") if scope else "",
+            client_host=request.client.host if request else "",
+            client_id=request.client.id if request else 0,
+            client_name=request.connect.name if request else "",
+            client_lang=request.connect.lang if request else "",
+            client_version=request.connect.version if request else "",
+            server_id=request.server.id if request else "",
+            server_name=request.server.name if request else "",
+            user_nkey=request.user_nkey if request else "",
+            permissions=granted.permissions.as_dict() if granted else {},
+            expires_at=granted.expires if granted else None,
+            policy_ids=granted.policy_ids if granted else (),
+            policy_set_hash=self._policy_hash(),
+        )
+
+    def _policy_hash(self) -> str:
+        try:
+            return self._policies().content_hash
+        except Exception:  # the hash is informational; never let it block a record
+            return ""
+
+
+def _credential_fingerprint(request: AuthorizationRequest | None) -> str:
+    # Of the whole auth_token, so a refused credential can still be correlated later.
+    if request is None or not request.connect.auth_token:
+        return ""
+    return fingerprint(request.connect.auth_token)
+
+
+def _reason(error: GatewayError) -> str:
+    return f"{error.code}: {error.description}"[:MAX_REASON]

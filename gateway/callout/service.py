@@ -1,0 +1,92 @@
+"""The NATS side of the callout: subscribe to ``$SYS.REQ.USER.AUTH`` and answer.
+
+Replicas share the queue group, so nats-server spreads requests over them. Each request
+runs in its own task; a semaphore bounds how many decide at once, so a reconnect storm
+queues instead of exhausting memory, and nats-py's reader is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from gateway.callout.handler import CalloutHandler
+
+__all__ = ["AUTH_SUBJECT", "CalloutService"]
+
+log = logging.getLogger(__name__)
+AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
+
+
+class CalloutService:
+    def __init__(
+        self, handler: CalloutHandler, *, url: str, user_seed: str,
+        queue_group: str = "nats-gateway", max_in_flight: int = 256,
+        name: str = "nats-gateway",
+    ) -> None:
+        self._handler = handler
+        self._url = url
+        self._seed = user_seed
+        self._queue = queue_group
+        self._name = name
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._nc: Client | None = None
+        self.handled = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def start(self) -> None:
+        self._nc = await nats.connect(
+            self._url, nkeys_seed_str=self._seed, name=self._name,
+            max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+            reconnected_cb=self._on_reconnect,
+        )
+        await self._nc.subscribe(AUTH_SUBJECT, queue=self._queue, cb=self._on_message)
+        log.info("subscribed to %s in queue group %s", AUTH_SUBJECT, self._queue)
+
+    async def _on_message(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._serve(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, msg: Msg) -> None:
+        async with self._slots:
+            try:
+                reply = await self._handler.handle(msg.data, msg.headers)
+                if reply is not None and msg.reply:
+                    await msg.respond(reply)
+                self.handled += 1
+            except Exception:  # one request must never take the service down
+                log.exception("failed to answer an auth request")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking requests, let in-flight ones finish, then close."""
+        if self._nc is None:
+            return
+        try:
+            await self._nc.drain()
+        except Exception:  # already closed or disconnected
+            log.debug("drain failed", exc_info=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+        if not self._nc.is_closed:
+            await self._nc.close()
+        self._nc = None
+
+    async def _on_error(self, exc: Any) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def _on_disconnect(self) -> None:
+        log.warning("disconnected from nats, reconnecting")
+
+    async def _on_reconnect(self) -> None:
+        log.info("reconnected to nats")

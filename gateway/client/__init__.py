@@ -1,0 +1,12 @@
+"""The worker side: build the credential envelope and subjects the gateway expects.
+
+Small and dependency-light (nats-py and authlib only when their helpers are used), so an
+Airflow worker can import it. It shares the envelope and subject encoding modules with
+the gateway, so both sides agree by construction.
+"""
+
+from gateway.client.credentials import fetch_client_credentials_token, oidc_envelope
+from gateway.client.subjects import task_subject
+from gateway.envelope import Scope
+
+__all__ = ["Scope", "fetch_client_credentials_token", "oidc_envelope", "task_subject"]

@@ -1,0 +1,125 @@
+"""Gateway settings: one TOML file, validated once at start, passed down (docs/configuration.md).
+
+Secrets are never in the file itself: seeds come from seed files (mode 0600 expected),
+admin API tokens are stored as SHA-256 hashes. Relative paths are resolved against the
+directory of the config file, so a config and its keys can move together.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.errors import ConfigError
+from gateway.identity.oidc_config import OidcIssuerConfig
+
+__all__ = ["ApiSettings", "GatewaySettings", "load_settings"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NatsSettings(_Section):
+    url: str = "nats://127.0.0.1:4222"
+    user_seed_file: Path = Field(description="the gateway's own NATS user nkey seed (U...)")
+    queue_group: str = "nats-gateway"
+    target_account: str = "APP"
+    auth_account: str = "AUTH"
+    auth_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    max_in_flight: int = Field(default=256, gt=0)
+
+
+class KeySettings(_Section):
+    issuer_seed_file: Path = Field(description="account nkey seed (SA...) that signs grants")
+    xkey_seed_file: Path | None = Field(default=None, description="curve seed (SX...)")
+
+
+class PolicySettings(_Section):
+    dir: Path = Path("policies")
+
+
+class AuditSettings(_Section):
+    url: str = "sqlite:///audit.db"
+
+
+class ApiSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    admin_token_sha256: tuple[str, ...] = Field(
+        default=(), description="hex SHA-256 of each admin bearer token")
+
+    @field_validator("admin_token_sha256")
+    @classmethod
+    def _hex_digests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for digest in value:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError("admin_token_sha256 entries must be 64 lowercase hex digits")
+        return value
+
+
+class OidcSettings(_Section):
+    issuers: tuple[OidcIssuerConfig, ...] = ()
+    identity_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+
+
+class GatewaySettings(_Section):
+    nats: NatsSettings
+    keys: KeySettings
+    policy: PolicySettings = PolicySettings()
+    audit: AuditSettings = AuditSettings()
+    api: ApiSettings = ApiSettings()
+    oidc: OidcSettings = OidcSettings()
+    instance: str = Field(default="", description="name in audit records; default host+pid")
+
+    def resolved(self, base: Path) -> GatewaySettings:
+        """Paths made absolute against ``base`` (the config file's directory)."""
+        def fix(path: Path) -> Path:
+            return path if path.is_absolute() else (base / path).resolve()
+
+        audit_url = self.audit.url
+        prefix = "sqlite:///"
+        if audit_url.startswith(prefix) and not audit_url.startswith(prefix + "/"):
+            audit_url = prefix + str(fix(Path(audit_url[len(prefix):])))
+        xkey = self.keys.xkey_seed_file
+        return self.model_copy(update={
+            "nats": self.nats.model_copy(update={"user_seed_file": fix(self.nats.user_seed_file)}),
+            "keys": self.keys.model_copy(update={
+                "issuer_seed_file": fix(self.keys.issuer_seed_file),
+                "xkey_seed_file": fix(xkey) if xkey else None}),
+            "policy": self.policy.model_copy(update={"dir": fix(self.policy.dir)}),
+            "audit": self.audit.model_copy(update={"url": audit_url}),
+        })
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"`{'.'.join(str(p) for p in err['loc'])}`: {err['msg']}" for err in exc.errors())
+
+
+def load_settings(path: Path) -> GatewaySettings:
+    """Read and validate a config file; ConfigError names every bad setting."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config `{path}`: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config `{path}` is not valid toml: {exc}") from exc
+    try:
+        settings = GatewaySettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"config `{path}`: {_describe(exc)}") from exc
+    return settings.resolved(path.parent.resolve())
+
+
+def read_seed(path: Path, what: str) -> str:
+    try:
+        seed = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} seed file `{path}`: {exc.strerror}") from exc
+    if not seed:
+        raise ConfigError(f"{what} seed file `{path}` is empty")
+    return seed

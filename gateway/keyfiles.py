@@ -1,0 +1,61 @@
+"""Create and read the gateway's key files: the only module that writes seeds to disk.
+
+Files are created with mode 0600 and never overwritten, so a second run cannot silently
+replace the keys a running nats-server config trusts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import ConfigError
+from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
+
+__all__ = ["ISSUER_FILE", "USER_FILE", "XKEY_FILE", "KeyPublics", "generate_keys", "read_publics"]
+
+ISSUER_FILE = "issuer.nk"
+USER_FILE = "auth-user.nk"
+XKEY_FILE = "xkey.nk"
+
+
+@dataclass(frozen=True)
+class KeyPublics:
+    issuer_account: str
+    auth_user: str
+    xkey: str
+
+
+def _write_secret(path: Path, seed: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise ConfigError(f"`{path}` exists: refusing to overwrite a key") from exc
+    with os.fdopen(fd, "w") as handle:
+        handle.write(seed + "\n")
+
+
+def generate_keys(directory: Path) -> KeyPublics:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    existing = [name for name in (ISSUER_FILE, USER_FILE, XKEY_FILE) if (directory / name).exists()]
+    if existing:
+        raise ConfigError(f"`{directory / existing[0]}` exists: refusing to overwrite a key")
+    issuer = SigningKeyPair.generate(Prefix.ACCOUNT)
+    user = SigningKeyPair.generate(Prefix.USER)
+    xkey = CurveKeyPair.generate()
+    _write_secret(directory / ISSUER_FILE, issuer.seed)
+    _write_secret(directory / USER_FILE, user.seed)
+    _write_secret(directory / XKEY_FILE, xkey.seed)
+    return KeyPublics(issuer.public_key, user.public_key, xkey.public_key)
+
+
+def read_publics(directory: Path) -> KeyPublics:
+    def seed(name: str) -> str:
+        return (directory / name).read_text().strip()
+
+    return KeyPublics(
+        SigningKeyPair.from_seed(seed(ISSUER_FILE), Prefix.ACCOUNT).public_key,
+        SigningKeyPair.from_seed(seed(USER_FILE), Prefix.USER).public_key,
+        CurveKeyPair.from_seed(seed(XKEY_FILE)).public_key,
+    )

@@ -1,0 +1,144 @@
+"""Assemble and run a gateway from settings: keys, identity, policy, audit, NATS, API.
+
+The only module that wires parts together; each part stays ignorant of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+
+from gateway.api.app import create_app
+from gateway.audit.store import AuditStore
+from gateway.audit.writer import AuditWriter
+from gateway.callout.handler import CalloutHandler, HandlerSettings
+from gateway.callout.service import CalloutService
+from gateway.config import GatewaySettings, read_seed
+from gateway.envelope import CredentialEnvelope
+from gateway.errors import ConfigError, CredentialError
+from gateway.identity.model import Identity
+from gateway.identity.oidc import OidcVerifier
+from gateway.natsjwt.nkeys import CurveKeyPair, InvalidNkey, Prefix, SigningKeyPair
+from gateway.policy.load import PolicySet, load_policy_dir
+
+__all__ = ["Gateway", "GatewayKeys", "load_keys"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, repr=False)
+class GatewayKeys:
+    issuer: SigningKeyPair
+    auth_user: SigningKeyPair
+    xkey: CurveKeyPair | None
+
+
+def load_keys(settings: GatewaySettings) -> GatewayKeys:
+    def signing(path_seed: str, prefix: Prefix, what: str) -> SigningKeyPair:
+        try:
+            return SigningKeyPair.from_seed(path_seed, prefix)
+        except InvalidNkey as exc:
+            raise ConfigError(f"{what} seed is not a valid {prefix.name.lower()} seed") from exc
+
+    issuer = signing(read_seed(settings.keys.issuer_seed_file, "issuer"), Prefix.ACCOUNT,
+                     "issuer")
+    user = signing(read_seed(settings.nats.user_seed_file, "nats user"), Prefix.USER,
+                   "nats user")
+    xkey = None
+    if settings.keys.xkey_seed_file is not None:
+        try:
+            xkey = CurveKeyPair.from_seed(read_seed(settings.keys.xkey_seed_file, "xkey"))
+        except InvalidNkey as exc:
+            raise ConfigError("xkey seed is not a valid curve seed") from exc
+    return GatewayKeys(issuer=issuer, auth_user=user, xkey=xkey)
+
+
+class _Identities:
+    """Dispatch an envelope to the verifier of its method."""
+
+    def __init__(self, oidc: OidcVerifier) -> None:
+        self._oidc = oidc
+
+    async def verify(self, envelope: CredentialEnvelope) -> Identity:
+        if envelope.method == "oidc":
+            return await self._oidc.verify(envelope.proof)
+        raise CredentialError(f"method `{envelope.method}` is not enabled on this gateway",
+                              code="method_not_enabled")
+
+
+class Gateway:
+    """One gateway process: the callout service and the audit API on one event loop."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.keys = load_keys(settings)
+        self.policy_set: PolicySet = load_policy_dir(settings.policy.dir)
+        self.store = AuditStore(settings.audit.url)
+        self.store.create_schema()
+        self.writer = AuditWriter(self.store)
+        self._http = httpx.AsyncClient(follow_redirects=False)
+        self.oidc = OidcVerifier(settings.oidc.issuers, self._http)
+        instance = settings.instance or f"{socket.gethostname()}:{os.getpid()}"
+        self.handler = CalloutHandler(
+            issuer=self.keys.issuer, xkey=self.keys.xkey,
+            verify_identity=_Identities(self.oidc).verify,
+            policies=lambda: self.policy_set, audit=self.writer.write,
+            settings=HandlerSettings(
+                target_account=settings.nats.target_account,
+                identity_timeout_seconds=settings.oidc.identity_timeout_seconds,
+                instance=instance),
+        )
+        self.service = CalloutService(
+            self.handler, url=settings.nats.url, user_seed=self.keys.auth_user.seed,
+            queue_group=settings.nats.queue_group, max_in_flight=settings.nats.max_in_flight)
+        self._api: uvicorn.Server | None = None
+        self._api_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.oidc.warm()
+        await self.service.start()
+        if self.settings.api.enabled:
+            await self._start_api()
+        log.info("gateway started: %d policies (%s), issuer %s", len(self.policy_set.policies),
+                 self.policy_set.content_hash[:19], self.keys.issuer.public_key)
+
+    async def _start_api(self) -> None:
+        api = self.settings.api
+        app = create_app(self.store, admin_token_sha256=api.admin_token_sha256)
+        config = uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",
+                                lifespan="off")
+        self._api = uvicorn.Server(config)
+        self._api_task = asyncio.create_task(self._api.serve())
+        while not self._api.started:
+            if self._api_task.done():
+                raise ConfigError(f"audit api could not bind {api.host}:{api.port}")
+            await asyncio.sleep(0.02)
+
+    @property
+    def api_port(self) -> int:
+        if self._api is None or not self._api.servers:
+            return 0
+        port: int = self._api.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        await self.service.stop()
+        if self._api is not None and self._api_task is not None:
+            self._api.should_exit = True
+            await self._api_task
+        await self._http.aclose()
+        self.writer.close()
+        self.store.close()
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
