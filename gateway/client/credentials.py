@@ -1,10 +1,14 @@
-"""Build credential envelopes; fetch an OAuth2 client-credentials token (authlib)."""
+"""Build credential envelopes; fetch an OAuth2 client-credentials token (authlib).
+
+authlib's httpx integration is deprecated in favour of `httpx2`; its requests
+integration is stable and `requests` is already on every Airflow worker.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from authlib.integrations.httpx_client import OAuth2Client
+from authlib.integrations.requests_client import OAuth2Session
 
 from gateway.envelope import Scope, build_envelope
 
@@ -21,9 +25,9 @@ def fetch_client_credentials_token(
     **extra: str,
 ) -> str:
     """An access token from an OAuth2 token endpoint (RFC 6749 section 4.4)."""
-    with OAuth2Client(client_id, client_secret, timeout=timeout) as oauth:
+    with OAuth2Session(client_id, client_secret) as oauth:
         token: dict[str, Any] = oauth.fetch_token(
-            token_endpoint, grant_type="client_credentials", **extra)
+            token_endpoint, grant_type="client_credentials", timeout=timeout, **extra)
     access_token = token.get("access_token")
     if not isinstance(access_token, str):
         raise ValueError("token endpoint returned no access_token")

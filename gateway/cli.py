@@ -1,0 +1,192 @@
+"""The `nats-gateway` command: the only module that prints.
+
+    nats-gateway serve --config FILE
+    nats-gateway keys generate --out DIR
+    nats-gateway nats-config --config FILE [--listen HOST:PORT]
+    nats-gateway dev [--state-dir DIR] [--api-port N] [--no-xkey]
+    nats-gateway dev token --dag D --task T [--run R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import GatewaySettings, load_settings, read_seed
+from gateway.errors import ConfigError, GatewayError
+from gateway.keyfiles import generate_keys
+from gateway.natsconf import CalloutServerConfig, render_callout_config
+from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
+
+__all__ = ["main"]
+
+DEFAULT_DEV_DIR = Path(".nats-gateway/dev")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nats-gateway", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway from a config file")
+    serve.add_argument("--config", type=Path, required=True)
+
+    keys = commands.add_parser("keys", help="manage the gateway's keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_commands.add_parser("generate", help="create issuer, auth user and xkey")
+    generate.add_argument("--out", type=Path, required=True)
+
+    nats_config = commands.add_parser("nats-config", help="print the nats-server config")
+    nats_config.add_argument("--config", type=Path, required=True)
+    nats_config.add_argument("--listen", default="0.0.0.0:4222", help="HOST:PORT")
+
+    dev = commands.add_parser("dev", help="run everything locally on embedded defaults")
+    dev.add_argument("--state-dir", type=Path, default=DEFAULT_DEV_DIR)
+    dev.add_argument("--api-port", type=int, default=8080)
+    dev.add_argument("--policy-dir", type=Path, default=Path("policies"))
+    dev.add_argument("--no-xkey", action="store_true")
+    dev_commands = dev.add_subparsers(dest="dev_command")
+    token = dev_commands.add_parser("token", help="print a credential envelope")
+    token.add_argument("--dag", required=True)
+    token.add_argument("--task", required=True)
+    token.add_argument("--run", default=None)
+    token.add_argument("--subject", default=None, help="token subject (default: client id)")
+    return parser
+
+
+def _serve(config: Path) -> int:
+    settings = load_settings(config)
+    asyncio.run(_run_gateway(settings))
+    return 0
+
+
+async def _run_gateway(settings: GatewaySettings, on_started: str = "") -> None:
+    from gateway.runtime import Gateway
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(settings)
+    await gateway.start()
+    if on_started:
+        print(on_started.replace("{api_port}", str(gateway.api_port)), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+
+
+def _keys_generate(out: Path) -> int:
+    publics = generate_keys(out)
+    print(f"wrote {out}/issuer.nk, auth-user.nk, xkey.nk (mode 0600; keep them secret)")
+    print(f"issuer account (auth_callout.issuer): {publics.issuer_account}")
+    print(f"auth user nkey (auth_callout.auth_users): {publics.auth_user}")
+    print(f"xkey (auth_callout.xkey):                 {publics.xkey}")
+    return 0
+
+
+def _nats_config(config: Path, listen: str) -> int:
+    settings = load_settings(config)
+    issuer = SigningKeyPair.from_seed(read_seed(settings.keys.issuer_seed_file, "issuer"),
+                                      Prefix.ACCOUNT)
+    user = SigningKeyPair.from_seed(read_seed(settings.nats.user_seed_file, "nats user"),
+                                    Prefix.USER)
+    xkey = None
+    if settings.keys.xkey_seed_file is not None:
+        xkey = CurveKeyPair.from_seed(read_seed(settings.keys.xkey_seed_file, "xkey"))
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--listen `{listen}` must be HOST:PORT")
+    print(render_callout_config(CalloutServerConfig(
+        issuer_account=issuer.public_key, auth_user_nkey=user.public_key,
+        target_account=settings.nats.target_account, auth_account=settings.nats.auth_account,
+        xkey=xkey.public_key if xkey else None, host=host, port=int(port),
+        auth_timeout_seconds=settings.nats.auth_timeout_seconds,
+    )))
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from gateway.dev.environment import DevEnvironment
+
+    env = DevEnvironment(state_dir=args.state_dir, policy_dir=args.policy_dir,
+                         api_port=args.api_port, xkey=not args.no_xkey)
+    settings = env.start()
+    try:
+        banner = _dev_banner(env, settings)
+        asyncio.run(_run_gateway(settings, on_started=banner))
+    finally:
+        env.stop()
+    return 0
+
+
+def _dev_banner(env: object, settings: GatewaySettings) -> str:
+    from gateway.dev.environment import DevEnvironment
+
+    assert isinstance(env, DevEnvironment) and env.nats and env.issuer
+    xkey = "on" if env.xkey else "off"
+    return f"""nats-gateway dev is running (Ctrl-C to stop)
+  nats-server  {env.nats.url}  (auth callout, xkey {xkey})
+  OIDC issuer  {env.issuer.issuer}
+  audit API    http://127.0.0.1:{{api_port}}/v1/grants
+  admin token  {env.admin_token}
+  policies     {settings.policy.dir}
+  audit store  {settings.audit.url}
+
+Connect as the worker of DAG `etl`, task `load` (another shell):
+  nats-gateway dev token --dag etl --task load > /tmp/envelope
+  python -c "import asyncio, nats; asyncio.run(nats.connect('{env.nats.url}', \\
+      token=open('/tmp/envelope').read()))"
+Read the audit log:
+  curl -H "Authorization: Bearer {env.admin_token}" http://127.0.0.1:{{api_port}}/v1/grants
+"""
+
+
+def _dev_token(args: argparse.Namespace) -> int:
+    from gateway.client import fetch_client_credentials_token, oidc_envelope
+    from gateway.dev.environment import read_dev_state
+
+    state = read_dev_state(args.state_dir)
+    extra = {"audience": state["audience"], "dag_id": args.dag, "task_id": args.task}
+    if args.subject:
+        extra["subject"] = args.subject
+    token = fetch_client_credentials_token(
+        state["token_endpoint"], state["client_id"], state["client_secret"], **extra)
+    print(oidc_envelope(token, dag_id=args.dag, task_id=args.task, run_id=args.run))
+    return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _serve(args.config)
+    if args.command == "keys":
+        return _keys_generate(args.out)
+    if args.command == "nats-config":
+        return _nats_config(args.config, args.listen)
+    if args.command == "dev" and args.dev_command == "token":
+        return _dev_token(args)
+    return _dev(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return _dispatch(args)
+    except GatewayError as exc:
+        print(f"nats-gateway: error: {exc.description}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
