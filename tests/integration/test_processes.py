@@ -1,0 +1,151 @@
+"""The shipped commands as users run them: `serve` replicas and `dev`, as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.audit.store import AuditStore, DecisionQuery
+from gateway.client import oidc_envelope
+from tests.integration.harness import Stack, build_stack, connect, settings_dict
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "gateway.cli"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            seen.append(line)
+            if re.search(pattern, line):
+                return line
+        elif proc.poll() is not None:
+            break
+        else:
+            time.sleep(0.05)
+    raise AssertionError(f"`{pattern}` not printed; output so far:\n{''.join(seen)}")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+@pytest.fixture
+def plain_stack(tmp_path: Path) -> Iterator[Stack]:
+    built = build_stack(tmp_path, xkey=True)
+    try:
+        yield built
+    finally:
+        built.nats_server.close()
+        built.issuer.stop()
+
+
+def _start_replica(stack: Stack, name: str) -> subprocess.Popen[str]:
+    data = settings_dict(stack.tmp, stack.keys, stack.nats_url, stack.issuer.issuer, xkey=True,
+                         audit_db=stack.tmp / f"{name}.db", admin_token=stack.admin_token,
+                         instance=name)
+    data["api"]["enabled"] = False
+    config = stack.tmp / f"{name}.toml"
+    config.write_text(_toml(data))
+    proc = subprocess.Popen([*CLI, "--log-level", "INFO", "serve", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO)
+    _wait_for_line(proc, "gateway started")
+    return proc
+
+
+def _toml(data: dict[str, object], prefix: str = "") -> str:
+    """Just enough TOML for the settings dict (tables, arrays of tables, scalars, lists)."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, object]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif key == "issuers":
+            continue
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    out = "\n".join(lines) + "\n"
+    for key, table in tables:
+        out += f"[{prefix}{key}]\n" + _toml(table, f"{prefix}{key}.")
+        for issuer in table.get("issuers", []):  # type: ignore[attr-defined]
+            out += f"[[{prefix}{key}.issuers]]\n" + _toml(issuer)
+    return out
+
+
+async def test_two_serve_processes_share_the_queue_group(plain_stack: Stack) -> None:
+    replicas = [_start_replica(plain_stack, name) for name in ("replica-a", "replica-b")]
+    try:
+        async def one() -> None:
+            envelope = oidc_envelope(plain_stack.token(), dag_id="etl", task_id="load")
+            nc = await connect(plain_stack.nats_url, envelope)
+            await nc.close()
+
+        await asyncio.gather(*(one() for _ in range(40)))
+    finally:
+        for proc in replicas:
+            _stop(proc)
+    per_replica = {}
+    for name in ("replica-a", "replica-b"):
+        store = AuditStore(f"sqlite:///{plain_stack.tmp / f'{name}.db'}")
+        records = store.query(DecisionQuery(limit=1000))
+        store.close()
+        assert {r.gateway_instance for r in records} <= {name}
+        per_replica[name] = sum(r.decision == "grant" for r in records)
+    assert sum(per_replica.values()) == 40
+    assert all(count > 0 for count in per_replica.values()), per_replica
+
+
+async def test_dev_command_runs_the_whole_stack(tmp_path: Path) -> None:
+    """What README's first command starts: dev issuer, nats-server, gateway, API."""
+    state = tmp_path / "dev"
+    proc = subprocess.Popen(
+        [*CLI, "dev", "--state-dir", str(state), "--api-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        banner = {"api": _wait_for_line(proc, r"audit API"),
+                  "token": _wait_for_line(proc, r"admin token")}
+        api_url = banner["api"].split()[-1]
+        admin = banner["token"].split()[-1]
+        printed = subprocess.run(
+            [*CLI, "dev", "--state-dir", str(state), "token", "--dag", "etl", "--task", "load"],
+            capture_output=True, text=True, cwd=REPO, timeout=30, check=True)
+        envelope = printed.stdout.strip()
+        assert json.loads(envelope)["scope"] == {"dag_id": "etl", "task_id": "load"}
+        nats_url = json.loads((state / "dev.json").read_text())["nats_url"]
+        nc = await connect(nats_url, envelope)
+        await nc.close()
+        async with httpx.AsyncClient() as http:
+            listed = await http.get(api_url, headers={"Authorization": f"Bearer {admin}"})
+        [grant] = listed.json()["items"]
+        assert grant["decision"] == "grant"
+        assert grant["policy_ids"] == ["dev-airflow-workers"]
+        assert grant["permissions"]["pub"]["allow"] == ["airflow.etl.load.>"]
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
+    assert not (state / "dev.json").exists()
