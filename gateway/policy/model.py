@@ -9,9 +9,9 @@ wildcards (``*``, ``>``) can come only from the policy text.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "PLACEHOLDERS",
@@ -76,14 +76,12 @@ class ScopeRule(_Strict):
                                    description="globs over the requested task_id")
 
 
-class Direction(_Strict):
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
+SubjectTemplate = Annotated[str, AfterValidator(check_subject_template)]
 
-    @field_validator("allow", "deny")
-    @classmethod
-    def _templates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(check_subject_template(template) for template in value)
+
+class Direction(_Strict):
+    allow: tuple[SubjectTemplate, ...] = ()
+    deny: tuple[SubjectTemplate, ...] = ()
 
 
 class PolicyPermissions(_Strict):
