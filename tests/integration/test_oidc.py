@@ -1,0 +1,151 @@
+"""OIDC verification against a real issuer over HTTP: every check, and the JWKS cache."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from gateway.dev.issuer import DevIssuer
+from gateway.errors import IdentityError, IdentityUnavailable
+from gateway.identity.oidc import OidcVerifier
+from gateway.identity.oidc_config import OidcIssuerConfig
+
+pytestmark = pytest.mark.integration
+AUD = "nats-gateway"
+
+
+@pytest.fixture
+def issuer() -> Iterator[DevIssuer]:
+    with DevIssuer() as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def _verifier(issuer: DevIssuer, http: httpx.AsyncClient, **config: Any) -> OidcVerifier:
+    settings = {"issuer": issuer.issuer, "audiences": [AUD], "algorithms": ["RS256"],
+                "max_lifetime_seconds": 3600, **config}
+    return OidcVerifier([OidcIssuerConfig(**settings)], http)
+
+
+async def _code(verifier: OidcVerifier, token: str) -> str:
+    with pytest.raises(IdentityError) as refused:
+        await verifier.verify(token)
+    assert token not in refused.value.description
+    return refused.value.code
+
+
+async def test_valid_token(issuer: DevIssuer, http: httpx.AsyncClient) -> None:
+    identity = await _verifier(issuer, http).verify(issuer.mint(subject="w", audience=AUD))
+    assert (identity.subject, identity.issuer, identity.method) == ("w", issuer.issuer, "oidc")
+    assert identity.fingerprint.startswith("sha256:")
+
+
+@pytest.mark.parametrize("header", ["jku", "x5u", "jwk", "x5c", "crit"])
+async def test_token_chosen_key_material_is_refused(
+    issuer: DevIssuer, http: httpx.AsyncClient, header: str
+) -> None:
+    value: Any = {"jwk": issuer.public_jwk(), "x5c": ["MIIB"], "crit": ["exp"]}.get(
+        header, "https://attacker.example/jwks")
+    token = issuer.mint(subject="w", audience=AUD, headers={header: value})
+    # PyJWT already refuses an unknown `crit` while parsing the header
+    expected = "malformed_token" if header == "crit" else "forbidden_header"
+    assert await _code(_verifier(issuer, http), token) == expected
+
+
+@pytest.mark.parametrize("claims,code", [
+    ({"exp": None}, "missing_claim"),
+    ({"iat": None}, "missing_claim"),
+    ({"sub": None}, "missing_claim"),
+    ({"aud": None}, "missing_claim"),
+    ({"iat": int(time.time()) + 600, "nbf": None}, "token_not_yet_valid"),
+    ({"nbf": int(time.time()) + 600}, "token_not_yet_valid"),
+    ({"exp": int(time.time()) + 7200}, "lifetime_too_long"),
+    ({"aud": ["other", "more"]}, "wrong_audience"),
+], ids=["no-exp", "no-iat", "no-sub", "no-aud", "future-iat", "future-nbf", "too-long",
+        "aud-list"])
+async def test_claim_checks(issuer: DevIssuer, http: httpx.AsyncClient,
+                            claims: dict[str, Any], code: str) -> None:
+    token = issuer.mint(subject="w", audience=AUD, claims=claims)
+    assert await _code(_verifier(issuer, http), token) == code
+
+
+async def test_key_confusion_es256_header_with_rsa_key(
+    issuer: DevIssuer, http: httpx.AsyncClient
+) -> None:
+    token = issuer.mint(subject="w", audience=AUD, algorithm="ES256",
+                        key=DevIssuer.foreign_private_key("ES256"))
+    verifier = _verifier(issuer, http, algorithms=["RS256", "ES256"])
+    assert await _code(verifier, token) == "key_mismatch"
+
+
+async def test_malformed_and_oversized(issuer: DevIssuer, http: httpx.AsyncClient) -> None:
+    verifier = _verifier(issuer, http)
+    assert await _code(verifier, "a.b") == "malformed_token"
+    assert await _code(verifier, "e30.e30.") == "unknown_issuer"
+    assert await _code(verifier, "x" * 20_000) == "oversized_token"
+
+
+async def test_rotation_is_picked_up_by_unknown_kid(
+    issuer: DevIssuer, http: httpx.AsyncClient
+) -> None:
+    verifier = _verifier(issuer, http, jwks_refetch_cooldown_seconds=0)
+    await verifier.verify(issuer.mint(subject="w", audience=AUD))
+    issuer.rotate_key()
+    await verifier.verify(issuer.mint(subject="w", audience=AUD))
+    assert issuer.jwks_requests == 2
+
+
+async def test_unknown_kid_refetch_has_a_cooldown(
+    issuer: DevIssuer, http: httpx.AsyncClient
+) -> None:
+    verifier = _verifier(issuer, http, jwks_refetch_cooldown_seconds=60)
+    await verifier.verify(issuer.mint(subject="w", audience=AUD))
+    for _ in range(5):
+        token = issuer.mint(subject="w", audience=AUD, kid="forged-kid")
+        assert await _code(verifier, token) == "unknown_key"
+    assert issuer.jwks_requests == 1  # no JWKS flood from forged kids
+
+
+async def test_idp_down_keeps_cached_keys_and_recovers(
+    issuer: DevIssuer, http: httpx.AsyncClient
+) -> None:
+    verifier = _verifier(issuer, http, jwks_refetch_cooldown_seconds=0,
+                         jwks_refresh_seconds=0.001)
+    await verifier.verify(issuer.mint(subject="w", audience=AUD))
+    issuer.available = False
+    time.sleep(0.01)
+    await verifier.verify(issuer.mint(subject="w", audience=AUD))  # cached key serves
+    new_kid = issuer.rotate_key()
+    assert await _code(verifier, issuer.mint(subject="w", audience=AUD)) == "unknown_key"
+    issuer.available = True
+    identity = await verifier.verify(issuer.mint(subject="w", audience=AUD, kid=new_kid))
+    assert identity.subject == "w"
+
+
+async def test_unreachable_issuer_is_unavailable(http: httpx.AsyncClient) -> None:
+    with DevIssuer() as gone:
+        token = gone.mint(subject="w", audience=AUD)
+        verifier = _verifier(gone, http)
+    with pytest.raises(IdentityUnavailable) as down:
+        await verifier.verify(token)
+    assert down.value.code == "idp_unreachable"
+
+
+@pytest.mark.parametrize("config", [
+    {"algorithms": ["HS256"]}, {"algorithms": ["none"]},
+    {"issuer": "http://idp.example"}, {"audiences": []},
+])
+def test_unsafe_issuer_configs_are_refused(config: dict[str, Any]) -> None:
+    base = {"issuer": "https://idp.example", "audiences": [AUD]}
+    with pytest.raises(ValidationError):
+        OidcIssuerConfig(**{**base, **config})
