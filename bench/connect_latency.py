@@ -102,7 +102,7 @@ enabled = false
 issuer = "{issuer.issuer}"
 audiences = ["nats-gateway"]
 """)
-            proc = subprocess.Popen(  # noqa: S603
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
                  "--config", str(gateway_toml)])
             try:
@@ -119,7 +119,7 @@ audiences = ["nats-gateway"]
 
 def machine() -> str:
     version = subprocess.run([find_nats_server(), "--version"], capture_output=True,
-                             text=True, check=True).stdout.strip()  # noqa: S603
+                             text=True, check=True).stdout.strip()
     return (f"{platform.platform()}, {os.cpu_count()} cores, Python "
             f"{platform.python_version()}, {version}")
 
