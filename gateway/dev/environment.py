@@ -46,6 +46,9 @@ class DevEnvironment:
 
     def start(self) -> GatewaySettings:
         """Start issuer and nats-server; return the settings for the gateway."""
+        # The generated config holds absolute paths: it is read relative to its own dir.
+        self.state_dir = self.state_dir.resolve()
+        self.policy_dir = self.policy_dir.resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         keys_dir = self.state_dir / "keys"
         if not (keys_dir / ISSUER_FILE).exists():

@@ -122,18 +122,19 @@ async def test_two_serve_processes_share_the_queue_group(plain_stack: Stack) -> 
 
 async def test_dev_command_runs_the_whole_stack(tmp_path: Path) -> None:
     """What README's first command starts: dev issuer, nats-server, gateway, API."""
-    state = tmp_path / "dev"
+    state = tmp_path / ".nats-gateway" / "dev"
+    # as README runs it: the default, relative state dir under the working directory
     proc = subprocess.Popen(
-        [*CLI, "dev", "--state-dir", str(state), "--api-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        [*CLI, "dev", "--api-port", "0", "--policy-dir", str(REPO / "policies")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:
         banner = {"api": _wait_for_line(proc, r"audit API"),
                   "token": _wait_for_line(proc, r"admin token")}
         api_url = banner["api"].split()[-1]
         admin = banner["token"].split()[-1]
         printed = subprocess.run(
-            [*CLI, "dev", "--state-dir", str(state), "token", "--dag", "etl", "--task", "load"],
-            capture_output=True, text=True, cwd=REPO, timeout=30, check=True)
+            [*CLI, "dev", "token", "--dag", "etl", "--task", "load"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=30, check=True)
         envelope = printed.stdout.strip()
         assert json.loads(envelope)["scope"] == {"dag_id": "etl", "task_id": "load"}
         nats_url = json.loads((state / "dev.json").read_text())["nats_url"]
