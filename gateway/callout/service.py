@@ -38,6 +38,7 @@ class CalloutService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._nc: Client | None = None
         self.handled = 0
+        self._stopping = False
 
     @property
     def connected(self) -> bool:
@@ -72,6 +73,7 @@ class CalloutService:
         """Stop taking requests, let in-flight ones finish, then close."""
         if self._nc is None:
             return
+        self._stopping = True
         try:
             await self._nc.drain()
         except Exception:  # already closed or disconnected
@@ -86,7 +88,8 @@ class CalloutService:
         log.warning("nats error: %s", exc)
 
     async def _on_disconnect(self) -> None:
-        log.warning("disconnected from nats, reconnecting")
+        if not self._stopping:
+            log.warning("disconnected from nats, reconnecting")
 
     async def _on_reconnect(self) -> None:
         log.info("reconnected to nats")
