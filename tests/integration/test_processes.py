@@ -150,3 +150,41 @@ async def test_dev_command_runs_the_whole_stack(tmp_path: Path) -> None:
         _stop(proc)
     assert proc.returncode == 0
     assert not (state / "dev.json").exists()
+
+
+def test_keys_generate_and_nats_config_make_a_config_nats_server_accepts(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    made = subprocess.run([*CLI, "keys", "generate", "--out", str(keys)],
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert "issuer account" in made.stdout
+    assert all((keys / name).stat().st_mode & 0o077 == 0
+               for name in ("issuer.nk", "auth-user.nk", "xkey.nk"))
+    again = subprocess.run([*CLI, "keys", "generate", "--out", str(keys)],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    seed = (keys / "issuer.nk").read_text().strip()
+    assert seed not in made.stdout
+
+    config = tmp_path / "gateway.toml"
+    config.write_text('[nats]\nuser_seed_file = "keys/auth-user.nk"\n'
+                      '[keys]\nissuer_seed_file = "keys/issuer.nk"\n'
+                      'xkey_seed_file = "keys/xkey.nk"\n')
+    printed = subprocess.run([*CLI, "nats-config", "--config", str(config),
+                              "--listen", "127.0.0.1:14222"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "auth_callout" in printed and "max_control_line: 32768" in printed
+    assert seed not in printed
+    from gateway.dev.natsserver import NatsServer
+
+    NatsServer(printed, workdir=tmp_path / "check").check_config()
+
+
+def test_serve_refuses_a_bad_config_clearly(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('[nats]\nuser_seed_file = "x"\nbogus = 1\n')
+    result = subprocess.run([*CLI, "serve", "--config", str(config)], capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert "`nats.bogus`" in result.stderr and "`keys`" in result.stderr
