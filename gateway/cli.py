@@ -5,6 +5,7 @@
     nats-gateway nats-config --config FILE [--listen HOST:PORT]
     nats-gateway dev [--state-dir DIR] [--api-port N] [--no-xkey]
     nats-gateway dev token --dag D --task T [--run R]
+    nats-gateway policy check DIR | explain ... | schema
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.cli_policy import add_policy_commands, run_policy_command
 from gateway.config import GatewaySettings, load_settings, read_seed
 from gateway.errors import ConfigError, GatewayError
 from gateway.keyfiles import generate_keys
@@ -57,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--task", required=True)
     token.add_argument("--run", default=None)
     token.add_argument("--subject", default=None, help="token subject (default: client id)")
+
+    add_policy_commands(commands)
     return parser
 
 
@@ -75,6 +79,7 @@ async def _run_gateway(settings: GatewaySettings, on_started: str = "") -> None:
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(settings)
     await gateway.start()
+    gateway.reload_policies_on_sighup()
     if on_started:
         print(on_started.replace("{api_port}", str(gateway.api_port)), flush=True)
     try:
@@ -170,6 +175,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _keys_generate(args.out)
     if args.command == "nats-config":
         return _nats_config(args.config, args.listen)
+    if args.command == "policy":
+        return run_policy_command(args)
     if args.command == "dev" and args.dev_command == "token":
         return _dev_token(args)
     return _dev(args)

@@ -39,6 +39,10 @@ class KeySettings(_Section):
 
 class PolicySettings(_Section):
     dir: Path = Path("policies")
+    reload_interval_seconds: float = Field(
+        default=2.0, ge=0, le=3600,
+        description="how often to look for changed policy files; 0 turns polling off "
+                    "(SIGHUP still reloads)")
 
 
 class AuditSettings(_Section):

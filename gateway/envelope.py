@@ -29,6 +29,7 @@ __all__ = [
     "Scope",
     "build_envelope",
     "parse_envelope",
+    "parse_scope",
 ]
 
 ENVELOPE_VERSION = 1
@@ -82,7 +83,8 @@ def _checked_id(value: object, field: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
-def _parse_scope(raw: object) -> Scope:
+def parse_scope(raw: object) -> Scope:
+    """A Scope from its JSON object form, checked as in the envelope; CredentialError."""
     if not isinstance(raw, dict):
         raise CredentialError("envelope `scope` must be an object", code="bad_scope")
     unknown = sorted(set(raw) - _SCOPE_FIELDS)
@@ -131,7 +133,7 @@ def parse_envelope(text: str) -> CredentialEnvelope:
     if len(proof) > MAX_PROOF_BYTES:
         raise CredentialError(f"envelope token exceeds {MAX_PROOF_BYTES} bytes",
                               code="oversized_credential")
-    return CredentialEnvelope(method=method, proof=proof, scope=_parse_scope(obj.get("scope")))
+    return CredentialEnvelope(method=method, proof=proof, scope=parse_scope(obj.get("scope")))
 
 
 def build_envelope(method: str, proof: str, scope: Scope) -> str:

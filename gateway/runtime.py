@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from gateway.errors import ConfigError, CredentialError
 from gateway.identity.model import Identity
 from gateway.identity.oidc import OidcVerifier
 from gateway.natsjwt.nkeys import CurveKeyPair, InvalidNkey, Prefix, SigningKeyPair
-from gateway.policy.load import PolicySet, load_policy_dir
+from gateway.policy.reload import PolicyHolder, watch_policies
 
 __all__ = ["Gateway", "GatewayKeys", "load_keys"]
 
@@ -78,7 +79,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.keys = load_keys(settings)
-        self.policy_set: PolicySet = load_policy_dir(settings.policy.dir)
+        self.policies = PolicyHolder(settings.policy.dir)
         self.store = AuditStore(settings.audit.url)
         self.store.create_schema()
         self.writer = AuditWriter(self.store)
@@ -88,7 +89,7 @@ class Gateway:
         self.handler = CalloutHandler(
             issuer=self.keys.issuer, xkey=self.keys.xkey,
             verify_identity=_Identities(self.oidc).verify,
-            policies=lambda: self.policy_set, audit=self.writer.write,
+            policies=self.policies.current, audit=self.writer.write,
             settings=HandlerSettings(
                 target_account=settings.nats.target_account,
                 identity_timeout_seconds=settings.oidc.identity_timeout_seconds,
@@ -99,18 +100,33 @@ class Gateway:
             queue_group=settings.nats.queue_group, max_in_flight=settings.nats.max_in_flight)
         self._api: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.oidc.warm()
         await self.service.start()
         if self.settings.api.enabled:
             await self._start_api()
-        log.info("gateway started: %d policies (%s), issuer %s", len(self.policy_set.policies),
-                 self.policy_set.content_hash[:19], self.keys.issuer.public_key)
+        interval = self.settings.policy.reload_interval_seconds
+        if interval > 0:
+            self._watcher = asyncio.create_task(watch_policies(self.policies, interval))
+        current = self.policies.current()
+        log.info("gateway started: %d policies (%s), issuer %s", len(current.policies),
+                 current.content_hash[:19], self.keys.issuer.public_key)
+
+    def reload_policies_on_sighup(self) -> None:
+        """Reload the policy directory on SIGHUP (main thread only, as asyncio requires)."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+
+    def _reload_soon(self) -> None:
+        # Off the event loop: reading and validating files must not stall live decisions.
+        asyncio.get_running_loop().run_in_executor(None, self.policies.reload, "SIGHUP")
 
     async def _start_api(self) -> None:
         api = self.settings.api
-        app = create_app(self.store, admin_token_sha256=api.admin_token_sha256)
+        app = create_app(self.store, admin_token_sha256=api.admin_token_sha256,
+                         policies=self.policies, oidc_issuers=self.settings.oidc.issuers)
         config = uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",
                                 lifespan="off")
         self._api = uvicorn.Server(config)
@@ -128,6 +144,8 @@ class Gateway:
         return port
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         await self.service.stop()
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True

@@ -14,8 +14,9 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.audit.store import AuditStore
+from gateway.policy.reload import PolicyHolder
 
-__all__ = ["Authenticated", "Store", "token_digest"]
+__all__ = ["Authenticated", "Policies", "Store", "token_digest"]
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -27,6 +28,11 @@ def token_digest(token: str) -> str:
 def get_store(request: Request) -> AuditStore:
     store: AuditStore = request.app.state.store
     return store
+
+
+def get_policies(request: Request) -> PolicyHolder:
+    holder: PolicyHolder = request.app.state.policies
+    return holder
 
 
 def require_token(
@@ -45,4 +51,5 @@ def require_token(
 
 
 Store = Annotated[AuditStore, Depends(get_store)]
+Policies = Annotated[PolicyHolder, Depends(get_policies)]
 Authenticated = Annotated[str, Depends(require_token)]

@@ -33,7 +33,7 @@ from gateway.natsjwt.claims import (
 )
 from gateway.natsjwt.nkeys import CurveKeyPair, SigningKeyPair
 from gateway.natsjwt.xkey import XKeyError, open_sealed, seal
-from gateway.policy.decide import Decision, decide
+from gateway.policy.decide import ClientConnection, Decision, decide
 from gateway.policy.load import PolicySet
 
 __all__ = ["SERVER_XKEY_HEADER", "CalloutHandler", "HandlerSettings"]
@@ -62,6 +62,7 @@ class _Context:
     identity: Identity | None = None
     decision: Decision | None = None
     server_xkey: str | None = None
+    policy_set: PolicySet | None = None
 
 
 class CalloutHandler:
@@ -135,7 +136,11 @@ class CalloutHandler:
         now = int(self._clock())
         ctx.envelope = parse_envelope(request.connect.auth_token)
         ctx.identity = await self._identity(ctx.envelope)
-        ctx.decision = decide(self._policies(), ctx.identity, ctx.envelope.scope, now)
+        # One set per decision: a reload mid-request must not mix two sets in one record.
+        ctx.policy_set = self._policies()
+        client = ClientConnection.from_client_info(
+            request.client.host, request.client.kind, request.client.type)
+        ctx.decision = decide(ctx.policy_set, ctx.identity, ctx.envelope.scope, client, now)
         user_jwt = encode_user_jwt(self._grant(request, ctx), self._issuer, now=now)
         response = encode_grant_response(
             user_nkey=request.user_nkey, server_id=request.server.id, user_jwt=user_jwt,
@@ -206,10 +211,12 @@ class CalloutHandler:
             permissions=granted.permissions.as_dict() if granted else {},
             expires_at=granted.expires if granted else None,
             policy_ids=granted.policy_ids if granted else (),
-            policy_set_hash=self._policy_hash(),
+            policy_set_hash=self._policy_hash(ctx),
         )
 
-    def _policy_hash(self) -> str:
+    def _policy_hash(self, ctx: _Context) -> str:
+        if ctx.policy_set is not None:
+            return ctx.policy_set.content_hash
         try:
             return self._policies().content_hash
         except Exception:  # the hash is informational; never let it block a record

@@ -17,7 +17,7 @@ No I/O; time is passed in.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import RequestError
@@ -190,6 +190,11 @@ class Permissions:
     sub_deny: tuple[str, ...] = ()
     resp_max: int | None = None
     resp_ttl_seconds: float | None = None
+    max_subscriptions: int = _NO_LIMIT
+    max_payload_bytes: int = _NO_LIMIT
+    max_data_bytes: int = _NO_LIMIT
+    connection_types: tuple[str, ...] = ()
+    source_networks: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -198,6 +203,10 @@ class Permissions:
             "resp": None
             if self.resp_max is None
             else {"max": self.resp_max, "ttl_seconds": self.resp_ttl_seconds},
+            "limits": {"subs": self.max_subscriptions, "payload": self.max_payload_bytes,
+                       "data": self.max_data_bytes},
+            "connection_types": list(self.connection_types),
+            "source_networks": list(self.source_networks),
         }
 
 
@@ -208,7 +217,6 @@ class UserGrant:
     name: str
     permissions: Permissions
     expires: int
-    limits: Mapping[str, int] = field(default_factory=dict)
 
 
 def _direction(allow: tuple[str, ...], deny: tuple[str, ...]) -> dict[str, list[str]]:
@@ -226,12 +234,16 @@ def user_claims(grant: UserGrant) -> dict[str, Any]:
     nats: dict[str, Any] = {
         "pub": _direction(perms.pub_allow, perms.pub_deny),
         "sub": _direction(perms.sub_allow, perms.sub_deny),
-        "subs": grant.limits.get("subs", _NO_LIMIT),
-        "data": grant.limits.get("data", _NO_LIMIT),
-        "payload": grant.limits.get("payload", _NO_LIMIT),
+        "subs": perms.max_subscriptions,
+        "data": perms.max_data_bytes,
+        "payload": perms.max_payload_bytes,
         "type": "user",
         "version": 2,
     }
+    if perms.connection_types:
+        nats["allowed_connection_types"] = list(perms.connection_types)
+    if perms.source_networks:
+        nats["src"] = list(perms.source_networks)
     if perms.resp_max is not None:
         ttl_ns = int((perms.resp_ttl_seconds or 0) * 1_000_000_000)
         nats["resp"] = {"max": perms.resp_max, "ttl": ttl_ns}

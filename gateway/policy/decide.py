@@ -2,16 +2,21 @@
 
 Semantics (docs/policies.md): deny by default; every policy whose identity matcher and
 scope rules both match contributes; allow and deny subjects are combined, and nats-server
-applies a deny over any allow, so a deny anywhere wins. The grant expires at the
-shortest TTL of the matching policies, and never after the identity itself expires.
+applies a deny over any allow, so a deny anywhere wins. Restrictions combine the same
+way: the smallest limit and response cap win, the client must satisfy every matching
+policy's connection types and source networks, and the grant expires at the shortest TTL
+of the matching policies, never after the identity itself expires.
+
+:func:`evaluate` never raises and says, policy by policy, why it matched or not; it is
+what `policy explain` prints. :func:`decide` is the gateway's entry point on top of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
-from typing import Any
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 from gateway.envelope import Scope
 from gateway.errors import PolicyDenied
@@ -19,11 +24,41 @@ from gateway.identity.model import Identity
 from gateway.natsjwt.claims import Permissions
 from gateway.policy.encode import encode_token
 from gateway.policy.load import PolicySet
-from gateway.policy.model import OidcMatch, Policy
+from gateway.policy.match import identity_mismatches, scope_mismatches
+from gateway.policy.model import Policy
 
-__all__ = ["Decision", "decide", "resolve_pointer"]
+__all__ = [
+    "ClientConnection",
+    "Decision",
+    "Evaluation",
+    "PolicyResult",
+    "decide",
+    "evaluate",
+]
 
-_MISSING = object()
+_NO_LIMIT = -1
+# nats-server's client_info (kind, type) -> the jwt connection type names policies use.
+_CONNECTION_TYPES = {
+    ("Client", "nats"): "STANDARD",
+    ("Client", "websocket"): "WEBSOCKET",
+    ("Client", "mqtt"): "MQTT",
+    ("Leafnode", ""): "LEAFNODE",
+}
+
+
+@dataclass(frozen=True)
+class ClientConnection:
+    """The connecting client as policies see it: its address and connection type."""
+
+    host: str = ""
+    connection_type: str = "STANDARD"
+
+    @classmethod
+    def from_client_info(cls, host: str, kind: str, client_type: str) -> ClientConnection:
+        """From nats-server's ``client_info``; an unrecognised kind is ``UNKNOWN``, which no
+        connection-type restriction allows."""
+        key = (kind, client_type if kind == "Client" else "")
+        return cls(host=host, connection_type=_CONNECTION_TYPES.get(key, "UNKNOWN"))
 
 
 @dataclass(frozen=True)
@@ -32,60 +67,38 @@ class Decision:
     expires: int
     policy_ids: tuple[str, ...]
     policy_set_hash: str
+    expiry_bound: str = ""
 
 
-def resolve_pointer(document: Mapping[str, Any], pointer: str) -> Any:
-    """RFC 6901 JSON pointer lookup; returns a private sentinel when absent."""
-    current: Any = document
-    for raw in pointer.split("/")[1:]:
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(current, Mapping) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
-            current = current[int(part)]
-        else:
-            return _MISSING
-    return current
+@dataclass(frozen=True)
+class PolicyResult:
+    policy_id: str
+    source: str
+    outcome: Literal["matched", "identity", "scope"]
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def matched(self) -> bool:
+        return self.outcome == "matched"
 
 
-def _claim_matches(actual: Any, expected: str | int | bool) -> bool:
-    if isinstance(expected, str):
-        return isinstance(actual, str) and fnmatchcase(actual, expected)
-    # bool is an int in Python: compare types too, so `true` never matches `1`
-    return type(actual) is type(expected) and actual == expected
+@dataclass(frozen=True)
+class Evaluation:
+    policy_set_hash: str
+    results: tuple[PolicyResult, ...]
+    decision: Decision | None = None
+    denial: PolicyDenied | None = field(default=None)
 
 
-def _audiences(claims: Mapping[str, Any]) -> list[str]:
-    aud = claims.get("aud")
-    return [aud] if isinstance(aud, str) else [a for a in aud or [] if isinstance(a, str)]
-
-
-def _oidc_matches(match: OidcMatch, identity: Identity) -> bool:
-    if identity.method != "oidc":
-        return False
-    if match.issuer not in {identity.issuer, identity.issuer_name} - {""}:
-        return False
-    if not fnmatchcase(identity.subject, match.subject):
-        return False
-    if match.audience is not None and match.audience not in _audiences(identity.claims):
-        return False
-    return all(
-        _claim_matches(resolve_pointer(identity.claims, pointer), expected)
-        for pointer, expected in match.claims.items()
-    )
-
-
-def _identity_matches(policy: Policy, identity: Identity) -> bool:
-    oidc = policy.match.oidc
-    return oidc is not None and _oidc_matches(oidc, identity)
-
-
-def _scope_matches(policy: Policy, scope: Scope) -> bool:
-    return any(
-        fnmatchcase(scope.dag_id, rule.dag)
-        and any(fnmatchcase(scope.task_id, task) for task in rule.tasks)
-        for rule in policy.scopes
-    )
+def _policy_result(policy: Policy, source: str, identity: Identity,
+                   scope: Scope) -> PolicyResult:
+    identity_reasons = identity_mismatches(policy, identity)
+    if identity_reasons:
+        return PolicyResult(policy.id, source, "identity", tuple(identity_reasons))
+    scope_reasons = scope_mismatches(policy, identity, scope)
+    if scope_reasons:
+        return PolicyResult(policy.id, source, "scope", tuple(scope_reasons))
+    return PolicyResult(policy.id, source, "matched")
 
 
 def _render(template: str, scope: Scope, policy_id: str) -> str:
@@ -106,35 +119,124 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _combine(policies: list[Policy], scope: Scope) -> Permissions:
-    def rendered(pick: str) -> tuple[str, ...]:
-        out: list[str] = []
-        for policy in policies:
-            direction, kind = pick.split(".")
-            templates = getattr(getattr(policy.permissions, direction), kind)
-            out.extend(_render(t, scope, policy.id) for t in templates)
-        return _unique(out)
+def _rendered(policies: Sequence[Policy], scope: Scope, direction: str,
+              kind: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for policy in policies:
+        templates: tuple[str, ...] = getattr(getattr(policy.permissions, direction), kind)
+        out.extend(_render(template, scope, policy.id) for template in templates)
+    return _unique(out)
 
+
+def _smallest(values: Iterable[int | None]) -> int:
+    present = [value for value in values if value is not None]
+    return min(present) if present else _NO_LIMIT
+
+
+def _check_connection_type(policies: Sequence[Policy], client: ClientConnection) -> None:
+    for policy in policies:
+        allowed = policy.permissions.connection_types
+        if allowed is not None and client.connection_type not in allowed:
+            raise PolicyDenied(
+                f"policy `{policy.id}` allows connection types {list(allowed)}, not "
+                f"{client.connection_type}", code="connection_type_not_allowed")
+
+
+def _check_source(policies: Sequence[Policy], client: ClientConnection) -> tuple[str, ...]:
+    """Deny unless the client's address is inside every restricting policy's networks;
+    returns the address as a single-host network for the user JWT's ``src``."""
+    restricting = [p for p in policies if p.permissions.source_networks is not None]
+    if not restricting:
+        return ()
+    try:
+        address = ipaddress.ip_address(client.host)
+    except ValueError:
+        raise PolicyDenied("a policy restricts source networks and the client address "
+                           "is unknown", code="source_not_allowed") from None
+    for policy in restricting:
+        networks = policy.permissions.source_networks or ()
+        if not any(address in ipaddress.ip_network(net) for net in networks):
+            raise PolicyDenied(f"client address {address} is outside the networks of "
+                               f"policy `{policy.id}`", code="source_not_allowed")
+    return (str(ipaddress.ip_network(address)),)
+
+
+def _connection_types(policies: Sequence[Policy]) -> tuple[str, ...]:
+    allowed: set[str] | None = None
+    for policy in policies:
+        types = policy.permissions.connection_types
+        if types is not None:
+            allowed = set(types) if allowed is None else allowed & set(types)
+    return tuple(sorted(allowed)) if allowed is not None else ()
+
+
+def _permissions(policies: Sequence[Policy], scope: Scope,
+                 client: ClientConnection) -> Permissions:
+    _check_connection_type(policies, client)
+    source = _check_source(policies, client)
+    responses = [p.permissions.responses for p in policies if p.permissions.responses]
+    ttls = [r.ttl_seconds for r in responses if r.ttl_seconds is not None]
+    limits = [p.permissions.limits for p in policies]
     return Permissions(
-        pub_allow=rendered("publish.allow"), pub_deny=rendered("publish.deny"),
-        sub_allow=rendered("subscribe.allow"), sub_deny=rendered("subscribe.deny"),
+        pub_allow=_rendered(policies, scope, "publish", "allow"),
+        pub_deny=_rendered(policies, scope, "publish", "deny"),
+        sub_allow=_rendered(policies, scope, "subscribe", "allow"),
+        sub_deny=_rendered(policies, scope, "subscribe", "deny"),
+        resp_max=min(r.max for r in responses) if responses else None,
+        resp_ttl_seconds=min(ttls) if ttls else None,
+        max_subscriptions=_smallest(limit.subscriptions for limit in limits),
+        max_payload_bytes=_smallest(limit.payload_bytes for limit in limits),
+        max_data_bytes=_smallest(limit.data_bytes for limit in limits),
+        connection_types=_connection_types(policies),
+        source_networks=source,
     )
 
 
-def decide(policy_set: PolicySet, identity: Identity, scope: Scope, now: int) -> Decision:
-    """The permissions for ``identity`` acting for ``scope``, or PolicyDenied."""
-    matched = [
-        policy for policy in policy_set.policies
-        if _identity_matches(policy, identity) and _scope_matches(policy, scope)
-    ]
+def _expiry(policies: Sequence[Policy], identity: Identity, now: int) -> tuple[int, str]:
+    shortest = min(policies, key=lambda p: p.ttl_seconds)
+    by_policy = now + shortest.ttl_seconds
+    if identity.expires < by_policy:
+        return identity.expires, "identity expiry"
+    return by_policy, f"ttl_seconds of policy `{shortest.id}`"
+
+
+def _decision(policy_set: PolicySet, matched: Sequence[Policy], identity: Identity,
+              scope: Scope, client: ClientConnection, now: int) -> Decision:
     if not matched:
         raise PolicyDenied(
             f"no policy grants dag `{scope.dag_id}` task `{scope.task_id}` to "
             f"`{identity.principal}`", code="no_matching_policy")
-    expires = min(now + min(p.ttl_seconds for p in matched), identity.expires)
+    expires, bound = _expiry(matched, identity, now)
     if expires <= now:
         raise PolicyDenied("identity expires before a grant could start", code="expired_identity")
     return Decision(
-        permissions=_combine(matched, scope), expires=expires,
+        permissions=_permissions(matched, scope, client), expires=expires,
         policy_ids=tuple(p.id for p in matched), policy_set_hash=policy_set.content_hash,
+        expiry_bound=bound,
     )
+
+
+def evaluate(policy_set: PolicySet, identity: Identity, scope: Scope,
+             client: ClientConnection, now: int) -> Evaluation:
+    """Every policy's result, and the decision or the denial they lead to. Never raises."""
+    results = tuple(
+        _policy_result(policy, policy_set.sources.get(policy.id, ""), identity, scope)
+        for policy in policy_set.policies
+    )
+    matched_ids = {r.policy_id for r in results if r.matched}
+    matched = [p for p in policy_set.policies if p.id in matched_ids]
+    try:
+        decision = _decision(policy_set, matched, identity, scope, client, now)
+    except PolicyDenied as denial:
+        return Evaluation(policy_set.content_hash, results, denial=denial)
+    return Evaluation(policy_set.content_hash, results, decision=decision)
+
+
+def decide(policy_set: PolicySet, identity: Identity, scope: Scope,
+           client: ClientConnection, now: int) -> Decision:
+    """The permissions for ``identity`` acting for ``scope``, or PolicyDenied."""
+    evaluation = evaluate(policy_set, identity, scope, client, now)
+    if evaluation.decision is None:
+        assert evaluation.denial is not None
+        raise evaluation.denial
+    return evaluation.decision

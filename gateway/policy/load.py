@@ -8,7 +8,7 @@ A set is all-or-nothing: one broken file fails the whole load with every problem
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ class PolicySet:
     policies: tuple[Policy, ...]
     content_hash: str
     files: tuple[str, ...] = field(default_factory=tuple)
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """policy id -> ``file:line`` where it is defined, for explanations."""
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:
@@ -62,23 +64,50 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _policy_lines(node: yaml.Node | None, count: int) -> list[int]:
+    return [_line_of(node, ("policies", index)) for index in range(count)]
+
+
 def load_policy_text(text: str, name: str) -> tuple[list[Policy], list[str]]:
     """Parse one file; returns its policies and its problems (never raises)."""
+    policies, _, problems = _parse_policy_text(text, name)
+    return policies, problems
+
+
+def _parse_policy_text(text: str, name: str) -> tuple[list[Policy], list[int], list[str]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        return [], [f"{name}:{line}: not valid yaml: {getattr(exc, 'problem', exc)}"]
+        return [], [], [f"{name}:{line}: not valid yaml: {getattr(exc, 'problem', exc)}"]
     try:
         parsed = PolicyFile.model_validate(data)
     except ValidationError as exc:
-        return [], [
+        return [], [], [
             f"{name}:{_line_of(node, err['loc'])}: `{_field_path(err['loc'])}`: {err['msg']}"
             for err in exc.errors()
         ]
-    return list(parsed.policies), []
+    return list(parsed.policies), _policy_lines(node, len(parsed.policies)), []
+
+
+def _read_policy_file(path: Path, problems: list[str]) -> str | None:
+    """The file's text, or None with the reason added to ``problems``."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # removed or replaced mid-load, unreadable, a directory
+        problems.append(f"{path.name}:1: cannot read: {exc.strerror or exc}")
+        return None
+    if len(raw) > MAX_POLICY_FILE_BYTES:
+        problems.append(f"{path.name}:1: file exceeds {MAX_POLICY_FILE_BYTES} bytes")
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        problems.append(f"{path.name}:{line}: not valid UTF-8")
+        return None
 
 
 def load_policy_dir(directory: Path) -> PolicySet:
@@ -89,22 +118,22 @@ def load_policy_dir(directory: Path) -> PolicySet:
     digest = hashlib.sha256()
     policies: list[Policy] = []
     problems: list[str] = []
-    seen: dict[str, str] = {}
+    sources: dict[str, str] = {}
     for path in paths:
-        raw = path.read_bytes()
-        if len(raw) > MAX_POLICY_FILE_BYTES:
-            problems.append(f"{path.name}:1: file exceeds {MAX_POLICY_FILE_BYTES} bytes")
+        text = _read_policy_file(path, problems)
+        if text is None:
             continue
-        digest.update(path.name.encode() + b"\0" + raw + b"\0")
-        found, errors = load_policy_text(raw.decode("utf-8", errors="replace"), path.name)
+        digest.update(path.name.encode() + b"\0" + text.encode() + b"\0")
+        found, lines, errors = _parse_policy_text(text, path.name)
         problems.extend(errors)
-        for policy in found:
-            if policy.id in seen:
-                problems.append(f"{path.name}: policy id `{policy.id}` already defined in "
-                                f"{seen[policy.id]}")
-            seen[policy.id] = path.name
+        for policy, line in zip(found, lines, strict=True):
+            if policy.id in sources:
+                problems.append(f"{path.name}:{line}: policy id `{policy.id}` already defined "
+                                f"at {sources[policy.id]}")
+                continue
+            sources[policy.id] = f"{path.name}:{line}"
         policies.extend(found)
     if problems:
         raise PolicyLoadError(problems)
     return PolicySet(tuple(policies), "sha256:" + digest.hexdigest(),
-                     tuple(p.name for p in paths))
+                     tuple(p.name for p in paths), sources)

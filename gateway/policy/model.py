@@ -3,29 +3,48 @@
 Unknown fields are errors (a typo must not silently widen or drop a rule). Subject
 templates are checked here: placeholders ``{dag_id}``, ``{task_id}``, ``{run_id}`` must
 each be a whole subject token, so a rendered id can never join or split tokens, and
-wildcards (``*``, ``>``) can come only from the policy text.
+wildcards (``*``, ``>``) can come only from the policy text. The JSON Schema published by
+``nats-gateway policy schema`` is generated from these models.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
+    "CONNECTION_TYPES",
     "PLACEHOLDERS",
+    "AwsIamMatch",
     "Direction",
+    "Limits",
+    "Match",
     "OidcMatch",
     "Policy",
     "PolicyFile",
     "PolicyPermissions",
+    "Responses",
     "ScopeRule",
+    "policy_json_schema",
 ]
 
 PLACEHOLDERS = frozenset({"{dag_id}", "{task_id}", "{run_id}"})
+# nats-io/jwt v2 connection type names (user_claims.go), as nats-server expects them.
+CONNECTION_TYPES = ("STANDARD", "WEBSOCKET", "LEAFNODE", "LEAFNODE_WS", "MQTT", "MQTT_WS")
 _LITERAL_TOKEN = re.compile(r"[A-Za-z0-9_\-$%:+~]+")
 _ID = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,99}")
+_ACCOUNT = re.compile(r"[0-9]{12}")
+_ROLE_ARN_GLOB = re.compile(r"arn:aws[a-z\-]*:iam::[0-9*?\[\]]{1,12}:role/.+")
 
 
 def check_subject_template(template: str) -> str:
@@ -46,6 +65,34 @@ def check_subject_template(template: str) -> str:
     return template
 
 
+def _check_pointer(pointer: str) -> str:
+    if not pointer.startswith("/"):
+        raise ValueError(f"`{pointer}` must be a JSON pointer like `/dag_id`")
+    return pointer
+
+
+def _check_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"`{value}` is not a network in CIDR form ({exc})") from None
+
+
+_SUBJECT_PART = r"(\{dag_id\}|\{task_id\}|\{run_id\}|\*|[A-Za-z0-9_\-$%:+~]+)"
+# The patterns only publish the rules in the JSON Schema; the validators enforce them with
+# clearer messages.
+SubjectTemplate = Annotated[
+    str, AfterValidator(check_subject_template),
+    Field(json_schema_extra={"pattern": rf"^({_SUBJECT_PART}\.)*({_SUBJECT_PART}|>)$"}),
+]
+JsonPointer = Annotated[
+    str, AfterValidator(_check_pointer), Field(json_schema_extra={"pattern": "^/"})]
+Network = Annotated[
+    str, AfterValidator(_check_network), Field(json_schema_extra={"format": "cidr"})]
+ConnectionType = Literal["STANDARD", "WEBSOCKET", "LEAFNODE", "LEAFNODE_WS", "MQTT", "MQTT_WS"]
+ScopeField = Literal["dag_id", "task_id", "run_id"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,29 +101,55 @@ class OidcMatch(_Strict):
     issuer: str = Field(description="configured issuer name or exact issuer URL")
     subject: str = Field(default="*", description="glob over `sub`")
     audience: str | None = Field(default=None, description="the token's `aud` must hold it")
-    claims: dict[str, str | int | bool] = Field(
+    claims: dict[JsonPointer, str | int | bool] = Field(
         default_factory=dict, description="JSON pointer -> exact value or glob (strings)")
 
-    @field_validator("claims")
+
+class AwsIamMatch(_Strict):
+    account: str = Field(description="the 12-digit AWS account id, exactly",
+                         json_schema_extra={"pattern": "^[0-9]{12}$"})
+    role: str = Field(
+        default="*",
+        description="glob over the role ARN `arn:aws:iam::ACCOUNT:role/NAME` (no path: STS "
+                    "does not report it)")
+    session: str = Field(default="*", description="glob over the role session name")
+
+    @field_validator("account")
     @classmethod
-    def _pointers(cls, value: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
-        for pointer in value:
-            if not pointer.startswith("/"):
-                raise ValueError(f"claim key `{pointer}` must be a JSON pointer like `/ns`")
+    def _account(cls, value: str) -> str:
+        if not _ACCOUNT.fullmatch(value):
+            raise ValueError(f"account `{value}` must be a 12-digit AWS account id")
+        return value
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value != "*" and not _ROLE_ARN_GLOB.fullmatch(value):
+            raise ValueError(
+                f"role `{value}` must be `*` or a role ARN glob like "
+                "`arn:aws:iam::123456789012:role/airflow-*`")
         return value
 
 
 class Match(_Strict):
     oidc: OidcMatch | None = None
+    aws_iam: AwsIamMatch | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Match:
+        if (self.oidc is None) == (self.aws_iam is None):
+            raise ValueError("give exactly one of `oidc` or `aws_iam`")
+        return self
 
 
 class ScopeRule(_Strict):
     dag: str = Field(description="glob over the requested dag_id")
     tasks: tuple[str, ...] = Field(default=("*",), min_length=1,
                                    description="globs over the requested task_id")
-
-
-SubjectTemplate = Annotated[str, AfterValidator(check_subject_template)]
+    bind: dict[ScopeField, JsonPointer] = Field(
+        default_factory=dict,
+        description="requested scope field -> JSON pointer into the identity's claims; the "
+                    "claim must be a string equal to the requested value")
 
 
 class Direction(_Strict):
@@ -84,9 +157,30 @@ class Direction(_Strict):
     deny: tuple[SubjectTemplate, ...] = ()
 
 
+class Responses(_Strict):
+    """nats-server's allow_responses: reply once (or ``max`` times) to a received request."""
+
+    max: int = Field(default=1, ge=1, le=1_000_000)
+    ttl_seconds: float | None = Field(default=None, gt=0, le=86_400)
+
+
+class Limits(_Strict):
+    subscriptions: int | None = Field(default=None, ge=0)
+    payload_bytes: int | None = Field(default=None, ge=0)
+    data_bytes: int | None = Field(default=None, ge=0)
+
+
 class PolicyPermissions(_Strict):
     publish: Direction = Direction()
     subscribe: Direction = Direction()
+    responses: Responses | None = None
+    limits: Limits = Limits()
+    connection_types: tuple[ConnectionType, ...] | None = Field(
+        default=None, min_length=1,
+        description="the client's connection must be one of these (default: any)")
+    source_networks: tuple[Network, ...] | None = Field(
+        default=None, min_length=1,
+        description="the client's address must be inside one of these (default: any)")
 
 
 class Policy(_Strict):
@@ -108,3 +202,13 @@ class Policy(_Strict):
 class PolicyFile(_Strict):
     version: Literal[1]
     policies: tuple[Policy, ...] = ()
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy file (draft 2020-12), as `policy schema` prints it."""
+    schema = PolicyFile.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:nats-gateway:policy:v1",
+        **schema,
+    }

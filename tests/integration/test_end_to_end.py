@@ -73,10 +73,8 @@ async def test_task_group_ids_cannot_reach_a_sibling_space(running: Stack) -> No
     running.tmp.joinpath("policies", "etl.yaml").write_text(
         running.tmp.joinpath("policies", "etl.yaml").read_text().replace(
             "tasks: [load, extract]", "tasks: [load, extract, grp.load]"))
-    from gateway.policy.load import load_policy_dir
-
     assert running.gateway is not None
-    running.gateway.policy_set = load_policy_dir(running.tmp / "policies")
+    assert running.gateway.policies.reload("test")
     errors = Violations()
     nc = await connect(running.nats_url,
                        oidc_envelope(running.token(), dag_id="etl", task_id="grp.load"), errors)

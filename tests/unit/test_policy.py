@@ -8,8 +8,8 @@ import pytest
 from gateway.envelope import Scope
 from gateway.errors import PolicyDenied
 from gateway.identity.model import Identity
-from gateway.policy.decide import decide
-from gateway.policy.load import PolicyLoadError, load_policy_dir, load_policy_text
+from gateway.policy.decide import ClientConnection, decide
+from gateway.policy.load import PolicyLoadError, PolicySet, load_policy_dir, load_policy_text
 
 ISSUER = "https://idp.example"
 
@@ -21,7 +21,10 @@ def _identity(subject: str = "sa:airflow:etl", expires: int = 10_000, **claims: 
                     claims={"aud": "nats-gateway", "sub": subject, **claims})
 
 
-def _set(tmp_path: Path, body: str) -> object:
+CLIENT = ClientConnection("10.1.2.3", "STANDARD")
+
+
+def _set(tmp_path: Path, body: str) -> PolicySet:
     (tmp_path / "p.yaml").write_text("version: 1\npolicies:\n" + textwrap.indent(
         textwrap.dedent(body), "  "))
     return load_policy_dir(tmp_path)
@@ -40,7 +43,7 @@ BASE = """\
 
 def test_grant_renders_encoded_subjects(tmp_path: Path) -> None:
     policies = _set(tmp_path, BASE)
-    decision = decide(policies, _identity(team="data"), Scope("etl", "grp.load"), now=1000)  # type: ignore[arg-type]
+    decision = decide(policies, _identity(team="data"), Scope("etl", "grp.load"), CLIENT, now=1000)
     assert decision.permissions.pub_allow == ("airflow.etl.grp%2Eload.>",)
     assert decision.permissions.pub_deny == ("airflow.etl.grp%2Eload.secret",)
     assert decision.policy_ids == ("etl",)
@@ -57,7 +60,7 @@ def test_grant_renders_encoded_subjects(tmp_path: Path) -> None:
 ], ids=["claim-differs", "claim-missing", "subject", "dag", "task"])
 def test_deny_by_default(tmp_path: Path, identity: Identity, scope: Scope) -> None:
     with pytest.raises(PolicyDenied) as denied:
-        decide(_set(tmp_path, BASE), identity, scope, now=1000)  # type: ignore[arg-type]
+        decide(_set(tmp_path, BASE), identity, scope, CLIENT, now=1000)
     assert denied.value.code == "no_matching_policy"
 
 
@@ -71,8 +74,8 @@ def test_matches_combine_and_ttl_never_outlives_identity(tmp_path: Path) -> None
   ttl_seconds: 60
 """
     policies = _set(tmp_path, BASE + second)
-    decision = decide(policies, _identity(team="data", expires=1030), Scope("etl", "load"),  # type: ignore[arg-type]
-                      now=1000)
+    decision = decide(policies, _identity(team="data", expires=1030), Scope("etl", "load"),
+                      CLIENT, now=1000)
     assert decision.policy_ids == ("etl", "audit-readers")
     assert decision.permissions.sub_allow == ("airflow.etl.load.>", "audit.etl")
     assert decision.permissions.sub_deny == ("airflow.etl.load.>",)  # deny wins at the server
@@ -83,16 +86,16 @@ def test_run_id_template_needs_a_run_id(tmp_path: Path) -> None:
     body = BASE.replace('"airflow.{dag_id}.{task_id}.>"]}\n  ttl', '"run.{run_id}.>"]}\n  ttl')
     policies = _set(tmp_path, body)
     with pytest.raises(PolicyDenied, match="run_id"):
-        decide(policies, _identity(team="data"), Scope("etl", "load"), now=1)  # type: ignore[arg-type]
-    granted = decide(policies, _identity(team="data"), Scope("etl", "load", "r.1"), now=1)  # type: ignore[arg-type]
+        decide(policies, _identity(team="data"), Scope("etl", "load"), CLIENT, now=1)
+    granted = decide(policies, _identity(team="data"), Scope("etl", "load", "r.1"), CLIENT, now=1)
     assert "run.r%2E1.>" in granted.permissions.sub_allow
 
 
 def test_bool_claim_never_matches_an_integer(tmp_path: Path) -> None:
     policies = _set(tmp_path, BASE.replace('{"/team": data}', '{"/ci": true}'))
     with pytest.raises(PolicyDenied):
-        decide(policies, _identity(ci=1), Scope("etl", "load"), now=1)  # type: ignore[arg-type]
-    assert decide(policies, _identity(ci=True), Scope("etl", "load"), now=1)  # type: ignore[arg-type]
+        decide(policies, _identity(ci=1), Scope("etl", "load"), CLIENT, now=1)
+    assert decide(policies, _identity(ci=True), Scope("etl", "load"), CLIENT, now=1)
 
 
 @pytest.mark.parametrize("template,message", [

@@ -1,0 +1,137 @@
+"""`nats-gateway policy ...`: check, explain and schema, for operators and policy-repo CI.
+
+    nats-gateway policy check DIR [--config FILE] [--strict]
+    nats-gateway policy explain [--dir DIR | --config FILE] (--claims FILE | --iam-arn ARN)
+                                --dag D --task T [--run R] [--client-host IP]
+                                [--connection-type T] [--json]
+    nats-gateway policy schema
+
+Exit codes: 0 valid / explained; 1 invalid policies (check) or strict warnings; 2 a usage
+or input error. Explain exits 0 for a deny too: the answer is the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.config import load_settings
+from gateway.errors import ConfigError
+from gateway.identity.oidc_config import OidcIssuerConfig
+from gateway.policy.explain import ExplainRequest, explain, explanation_dict, format_explanation
+from gateway.policy.lint import lint
+from gateway.policy.load import PolicyLoadError, load_policy_dir
+from gateway.policy.model import CONNECTION_TYPES, policy_json_schema
+
+__all__ = ["add_policy_commands", "run_policy_command"]
+
+
+def add_policy_commands(commands: Any) -> None:
+    policy = commands.add_parser("policy", help="check, explain and describe policy files")
+    sub = policy.add_subparsers(dest="policy_command", required=True)
+
+    check = sub.add_parser("check", help="validate a policy directory (for CI)")
+    check.add_argument("dir", type=Path)
+    check.add_argument("--config", type=Path, help="also check issuer names against it")
+    check.add_argument("--strict", action="store_true", help="warnings fail the check")
+
+    explain_cmd = sub.add_parser("explain", help="what would this identity get, and why")
+    where = explain_cmd.add_mutually_exclusive_group()
+    where.add_argument("--dir", type=Path, help="policy directory (default: policies)")
+    where.add_argument("--config", type=Path, help="gateway config: its policy dir and issuers")
+    who = explain_cmd.add_mutually_exclusive_group(required=True)
+    who.add_argument("--claims", type=Path, help="JSON file of OIDC token claims, - for stdin")
+    who.add_argument("--iam-arn", help="STS caller ARN (assumed-role)")
+    explain_cmd.add_argument("--dag", required=True)
+    explain_cmd.add_argument("--task", required=True)
+    explain_cmd.add_argument("--run", default=None)
+    explain_cmd.add_argument("--client-host", default="")
+    explain_cmd.add_argument("--connection-type", default="STANDARD", choices=CONNECTION_TYPES)
+    explain_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser("schema", help="print the policy file JSON Schema")
+
+
+def _issuers(config: Path | None) -> tuple[OidcIssuerConfig, ...] | None:
+    return None if config is None else load_settings(config).oidc.issuers
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        policy_set = load_policy_dir(args.dir)
+    except PolicyLoadError as exc:
+        for problem in exc.problems:
+            print(_located(args.dir, problem), file=sys.stderr)
+        print(f"{len(exc.problems)} error(s) in {args.dir}", file=sys.stderr)
+        return 1
+    issuers = _issuers(args.config)
+    names = None if issuers is None else {n for i in issuers for n in (i.name, i.issuer)}
+    warnings = lint(policy_set, names)
+    for warning in warnings:
+        print(f"warning: {_located(args.dir, warning)}", file=sys.stderr)
+    print(f"ok: {len(policy_set.policies)} policies in {len(policy_set.files)} file(s), "
+          f"{policy_set.content_hash}")
+    return 1 if warnings and args.strict else 0
+
+
+def _located(directory: Path, problem: str) -> str:
+    """`file:line: ...` with the directory prepended, so editors and CI can jump to it."""
+    name, _, rest = problem.partition(":")
+    if not rest or not (directory / name).is_file():
+        return problem
+    return f"{directory / name}:{rest}"
+
+
+def _read_claims(path: Path) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        claims = json.loads(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot read claims `{path}`: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"claims `{path}` are not JSON: {exc}") from exc
+    if not isinstance(claims, dict):
+        raise ConfigError(f"claims `{path}` must be a JSON object")
+    return claims
+
+
+def _explain_request(args: argparse.Namespace) -> ExplainRequest:
+    identity: dict[str, Any] = (
+        {"oidc": {"claims": _read_claims(args.claims)}} if args.claims is not None
+        else {"aws_iam": {"arn": args.iam_arn}})
+    scope = {"dag_id": args.dag, "task_id": args.task, "run_id": args.run}
+    try:
+        return ExplainRequest.model_validate({
+            "identity": identity, "scope": scope,
+            "client": {"host": args.client_host, "connection_type": args.connection_type}})
+    except ValidationError as exc:
+        raise ConfigError(f"explain input: {exc.errors()[0]['msg']}") from exc
+
+
+def _explain(args: argparse.Namespace) -> int:
+    issuers: tuple[OidcIssuerConfig, ...] = ()
+    directory = args.dir or Path("policies")
+    if args.config is not None:
+        settings = load_settings(args.config)
+        issuers, directory = settings.oidc.issuers, settings.policy.dir
+    policy_set = load_policy_dir(directory)
+    identity, evaluation, now = explain(policy_set, _explain_request(args), issuers)
+    if args.json:
+        print(json.dumps(explanation_dict(identity, evaluation, now), indent=2))
+    else:
+        print(format_explanation(identity, evaluation, now))
+    return 0
+
+
+def run_policy_command(args: argparse.Namespace) -> int:
+    if args.policy_command == "check":
+        return _check(args)
+    if args.policy_command == "explain":
+        return _explain(args)
+    print(json.dumps(policy_json_schema(), indent=2))
+    return 0
