@@ -2,7 +2,7 @@
 
     nats-gateway policy check DIR [--config FILE] [--strict]
     nats-gateway policy explain [--dir DIR | --config FILE] (--claims FILE | --iam-arn ARN)
-                                --dag D --task T [--run R] [--client-host IP]
+                                [--issuer-name NAME] --dag D --task T [--run R] [--client-host IP]
                                 [--connection-type T] [--json]
     nats-gateway policy schema
 
@@ -47,6 +47,8 @@ def add_policy_commands(commands: Any) -> None:
     who = explain_cmd.add_mutually_exclusive_group(required=True)
     who.add_argument("--claims", type=Path, help="JSON file of OIDC token claims, - for stdin")
     who.add_argument("--iam-arn", help="STS caller ARN (assumed-role)")
+    explain_cmd.add_argument("--issuer-name", default="",
+                             help="configured name of the claims' issuer (else from --config)")
     explain_cmd.add_argument("--dag", required=True)
     explain_cmd.add_argument("--task", required=True)
     explain_cmd.add_argument("--run", default=None)
@@ -102,7 +104,8 @@ def _read_claims(path: Path) -> dict[str, Any]:
 
 def _explain_request(args: argparse.Namespace) -> ExplainRequest:
     identity: dict[str, Any] = (
-        {"oidc": {"claims": _read_claims(args.claims)}} if args.claims is not None
+        {"oidc": {"claims": _read_claims(args.claims), "issuer_name": args.issuer_name}}
+        if args.claims is not None
         else {"aws_iam": {"arn": args.iam_arn}})
     scope = {"dag_id": args.dag, "task_id": args.task, "run_id": args.run}
     try:

@@ -34,6 +34,7 @@ __all__ = [
     "PolicyResult",
     "decide",
     "evaluate",
+    "rendered_subjects",
 ]
 
 _NO_LIMIT = -1
@@ -119,8 +120,10 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _rendered(policies: Sequence[Policy], scope: Scope, direction: str,
-              kind: str) -> tuple[str, ...]:
+def rendered_subjects(policies: Sequence[Policy], scope: Scope, direction: str,
+                      kind: str) -> tuple[str, ...]:
+    """The subject templates of ``direction`` (publish/subscribe) ``kind`` (allow/deny) of
+    ``policies``, rendered for ``scope``."""
     out: list[str] = []
     for policy in policies:
         templates: tuple[str, ...] = getattr(getattr(policy.permissions, direction), kind)
@@ -178,10 +181,10 @@ def _permissions(policies: Sequence[Policy], scope: Scope,
     ttls = [r.ttl_seconds for r in responses if r.ttl_seconds is not None]
     limits = [p.permissions.limits for p in policies]
     return Permissions(
-        pub_allow=_rendered(policies, scope, "publish", "allow"),
-        pub_deny=_rendered(policies, scope, "publish", "deny"),
-        sub_allow=_rendered(policies, scope, "subscribe", "allow"),
-        sub_deny=_rendered(policies, scope, "subscribe", "deny"),
+        pub_allow=rendered_subjects(policies, scope, "publish", "allow"),
+        pub_deny=rendered_subjects(policies, scope, "publish", "deny"),
+        sub_allow=rendered_subjects(policies, scope, "subscribe", "allow"),
+        sub_deny=rendered_subjects(policies, scope, "subscribe", "deny"),
         resp_max=min(r.max for r in responses) if responses else None,
         resp_ttl_seconds=min(ttls) if ttls else None,
         max_subscriptions=_smallest(limit.subscriptions for limit in limits),

@@ -8,7 +8,7 @@ answer is exactly what the gateway would grant. Shared by the CLI and ``POST /v1
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,6 +32,9 @@ class _Strict(BaseModel):
 
 class OidcIdentityInput(_Strict):
     claims: dict[str, Any] = Field(description="the token's claims (iss, sub, aud, ...)")
+    issuer_name: str = Field(
+        default="", description="the configured issuer name the token would come from "
+                                "(default: looked up by `iss` in the gateway config)")
 
 
 class IamIdentityInput(_Strict):
@@ -67,15 +70,16 @@ class ExplainRequest(_Strict):
     client: ClientInput = ClientInput()
 
 
-def _oidc_identity(claims: Mapping[str, Any], issuers: Sequence[OidcIssuerConfig],
+def _oidc_identity(given: OidcIdentityInput, issuers: Sequence[OidcIssuerConfig],
                    now: int) -> Identity:
+    claims = given.claims
     issuer, subject = claims.get("iss"), claims.get("sub")
     if not isinstance(issuer, str) or not isinstance(subject, str):
         raise IdentityError("the claims need string `iss` and `sub`", code="missing_claim")
     expires = claims.get("exp", now + _DEFAULT_LIFETIME)
     if not isinstance(expires, int) or isinstance(expires, bool):
         raise IdentityError("`exp` must be an integer", code="malformed_token")
-    name = next((i.name for i in issuers if i.issuer == issuer), "")
+    name = given.issuer_name or next((i.name for i in issuers if i.issuer == issuer), "")
     return Identity(method="oidc", issuer=issuer, subject=subject, expires=expires,
                     fingerprint="", issuer_name=name, claims=dict(claims))
 
@@ -84,7 +88,7 @@ def build_identity(request: ExplainRequest, issuers: Sequence[OidcIssuerConfig],
                    now: int) -> Identity:
     """The Identity the description stands for; IdentityError if it is not a valid one."""
     if request.identity.oidc is not None:
-        return _oidc_identity(request.identity.oidc.claims, issuers, now)
+        return _oidc_identity(request.identity.oidc, issuers, now)
     assert request.identity.aws_iam is not None
     caller = parse_caller_arn(request.identity.aws_iam.arn)
     return iam_identity(caller, user_id=request.identity.aws_iam.user_id,

@@ -112,8 +112,8 @@ class Stack:
         data.update(overrides)
         return GatewaySettings.model_validate(data)
 
-    async def start_gateway(self) -> Gateway:
-        self.gateway = Gateway(self.settings())
+    async def start_gateway(self, **overrides: Any) -> Gateway:
+        self.gateway = Gateway(self.settings(**overrides))
         await self.gateway.start()
         return self.gateway
 

@@ -64,11 +64,14 @@ def plain_stack(tmp_path: Path) -> Iterator[Stack]:
         built.issuer.stop()
 
 
-def _start_replica(stack: Stack, name: str) -> subprocess.Popen[str]:
+def _start_replica(stack: Stack, name: str, *,
+                   reload_interval: float | None = None) -> subprocess.Popen[str]:
     data = settings_dict(stack.tmp, stack.keys, stack.nats_url, stack.issuer.issuer, xkey=True,
                          audit_db=stack.tmp / f"{name}.db", admin_token=stack.admin_token,
                          instance=name)
     data["api"]["enabled"] = False
+    if reload_interval is not None:
+        data["policy"]["reload_interval_seconds"] = reload_interval
     config = stack.tmp / f"{name}.toml"
     config.write_text(_toml(data))
     proc = subprocess.Popen([*CLI, "--log-level", "INFO", "serve", "--config", str(config)],
@@ -95,6 +98,33 @@ def _toml(data: dict[str, object], prefix: str = "") -> str:
         for issuer in table.get("issuers", []):  # type: ignore[attr-defined]
             out += f"[[{prefix}{key}.issuers]]\n" + _toml(issuer)
     return out
+
+
+async def test_sighup_reloads_policies_in_a_serve_process(plain_stack: Stack) -> None:
+    """Polling off: only the signal can make the edit take effect."""
+    proc = _start_replica(plain_stack, "hup", reload_interval=0)
+    try:
+        envelope = oidc_envelope(plain_stack.token(), dag_id="etl", task_id="compact")
+        with pytest.raises(Exception, match=r"[Aa]uthorization"):
+            await connect(plain_stack.nats_url, envelope)
+        policy = plain_stack.tmp / "policies" / "etl.yaml"
+        policy.write_text(policy.read_text().replace("[load, extract]", "[load, compact]"))
+        await asyncio.sleep(0.3)
+        with pytest.raises(Exception, match=r"[Aa]uthorization"):  # no signal, no change
+            await connect(plain_stack.nats_url, envelope)
+        proc.send_signal(signal.SIGHUP)
+        _wait_for_line(proc, r"policy reload \(SIGHUP\): 1 policies")
+        nc = await connect(plain_stack.nats_url, envelope)
+        await nc.close()
+
+        policy.write_text("version: 1\npolicies: [oops")
+        proc.send_signal(signal.SIGHUP)
+        _wait_for_line(proc, r"policy reload \(SIGHUP\) failed, keeping sha256:")
+        nc = await connect(plain_stack.nats_url, envelope)  # the last good set still holds
+        await nc.close()
+        assert proc.poll() is None
+    finally:
+        _stop(proc)
 
 
 async def test_two_serve_processes_share_the_queue_group(plain_stack: Stack) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request
 
 from gateway.api.deps import Authenticated, Policies
 from gateway.errors import GatewayError
@@ -29,6 +29,6 @@ def explain_request(body: ExplainRequest, request: Request, _: Authenticated,
     try:
         identity, evaluation, now = explain(holder.current(), body, issuers)
     except GatewayError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+        raise HTTPException(422,
                             f"{exc.code}: {exc.description}") from exc
     return explanation_dict(identity, evaluation, now)

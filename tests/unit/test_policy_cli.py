@@ -1,0 +1,109 @@
+"""`nats-gateway policy check | explain | schema`, run through the real entry point."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from gateway.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = [*sorted((ROOT / "policies" / "examples").glob("*.yaml")),
+            ROOT / "policies" / "airflow-dev.yaml"]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_check_passes_on_each_shipped_example(
+        example: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(example, tmp_path / example.name)
+    assert main(["policy", "check", "--strict", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("ok: ") and "sha256:" in out.out
+    assert out.err == ""
+
+
+def test_check_fails_naming_file_and_line(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(EXAMPLES[0], tmp_path / "good.yaml")
+    broken = (ROOT / "policies" / "examples" / "sensor-subscriber.yaml").read_text().replace(
+        "connection_types: [STANDARD]", "connection_types: [STANDARD, TELNET]")
+    (tmp_path / "broken.yaml").write_text(broken)
+    line = broken.splitlines().index("      connection_types: [STANDARD, TELNET]") + 1
+    assert main(["policy", "check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'broken.yaml'}:{line}: `policies.0.permissions.connection_types.1`" in err
+    assert "1 error(s)" in err
+
+
+def test_check_strict_fails_on_warnings(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\npolicies:\n  - id: x\n    match: {oidc: {issuer: corp}}\n"
+        "    scopes: [{dag: '*'}]\n    permissions: {publish: {allow: ['all.>']}}\n")
+    assert main(["policy", "check", str(tmp_path)]) == 0
+    assert main(["policy", "check", "--strict", str(tmp_path)]) == 1
+    assert f"warning: {tmp_path / 'p.yaml'}:3: policy `x`" in capsys.readouterr().err
+
+
+def test_check_of_a_missing_directory_fails(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "check", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_published_schema_is_current_and_validates_the_examples(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    committed = json.loads((ROOT / "docs" / "policy.schema.json").read_text())
+    assert printed == committed, "regenerate: nats-gateway policy schema > docs/policy.schema.json"
+    validator = jsonschema.Draft202012Validator(committed)
+    for example in EXAMPLES:
+        validator.validate(yaml.safe_load(example.read_text()))
+    broken = yaml.safe_load(EXAMPLES[0].read_text())
+    broken["policies"][0]["permissions"]["publish"]["allow"] = ["airflow.{dag_id}x.>"]
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate(broken)
+
+
+def test_explain_json_for_an_iam_role(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["policy", "explain", "--dir", str(ROOT / "policies" / "examples"), "--iam-arn",
+            "arn:aws:sts::111111111111:assumed-role/airflow-prod-worker/i-0abc",
+            "--dag", "etl", "--task", "grp.load", "--client-host", "10.20.3.4", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["decision"] == "grant"
+    assert result["matched_policies"] == ["prod-airflow-role"]
+    assert result["permissions"]["pub"]["allow"] == ["prod.airflow.etl.grp%2Eload.>"]
+    assert result["permissions"]["source_networks"] == ["10.20.3.4/32"]
+    assert result["ttl_seconds"] == 900
+
+    assert main([*argv[:-3], "--client-host", "192.0.2.1"]) == 0
+    assert "DENY (source_not_allowed" in capsys.readouterr().out
+
+
+def test_explain_reads_claims_and_refuses_bad_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    claims = tmp_path / "claims.json"
+    claims.write_text(json.dumps({"iss": "https://ci.example", "sub": "airflow-task:42",
+                                  "aud": "nats-gateway", "dag_id": "etl", "task_id": "load"}))
+    base = ["policy", "explain", "--dir", str(ROOT / "policies" / "examples"),
+            "--issuer-name", "corp", "--claims", str(claims)]
+    assert main([*base, "--dag", "etl", "--task", "load"]) == 0
+    assert "decision: GRANT by per-task-tokens" in capsys.readouterr().out
+    assert main([*base, "--dag", "etl", "--task", "extract"]) == 0
+    out = capsys.readouterr().out
+    assert "task_id `extract` is not the value of claim `/task_id` ('load')" in out
+    assert "decision: DENY (no_matching_policy" in out
+
+    claims.write_text("[1, 2]")
+    assert main([*base, "--dag", "etl", "--task", "load"]) == 2
+    assert "must be a JSON object" in capsys.readouterr().err
+    assert main([*base[:-2], "--iam-arn", "arn:aws:iam::111111111111:user/alice",
+                 "--dag", "etl", "--task", "load"]) == 2
+    assert "not an assumed role" in capsys.readouterr().err
