@@ -268,3 +268,35 @@ async def _publishes_dag_wide(stack: Stack) -> bool:
     assert stack.gateway is not None
     return any("airflow.{dag_id}.>" in p.permissions.publish.allow
                for p in stack.gateway.policies.current().policies)
+
+
+async def test_user_limits_are_carried_but_nats_server_does_not_enforce_them(
+        live: Stack) -> None:
+    """Pins nats-server's behaviour (2.15): user limits in an auth-callout user JWT are not
+    applied (the server clears the client's JWT before applying limits). docs/policies.md
+    says so; if this test starts failing, the server enforces them and the docs change."""
+    path = _policy_file(live)
+    path.write_text(path.read_text().replace(
+        "    permissions:\n",
+        "    permissions:\n      limits: {subscriptions: 1, payload_bytes: 10}\n"))
+    await _wait_until(lambda: _has_limits(live), "the edit to load")
+    errors = Violations()
+    nc = await connect(live.nats_url, oidc_envelope(live.token(), dag_id="etl",
+                                                    task_id="load"), errors)
+    try:
+        first = await nc.subscribe("airflow.etl.load.a")
+        await nc.subscribe("airflow.etl.load.b")
+        await nc.publish("airflow.etl.load.a", b"x" * 100)
+        assert len((await first.next_msg(timeout=2)).data) == 100
+        assert not errors.errors
+    finally:
+        await nc.close()
+    async with live.api() as api:
+        [grant] = (await api.get("/v1/grants", params={"decision": "grant"})).json()["items"]
+    assert grant["permissions"]["limits"] == {"subs": 1, "payload": 10, "data": -1}
+
+
+async def _has_limits(stack: Stack) -> bool:
+    assert stack.gateway is not None
+    return any(p.permissions.limits.subscriptions is not None
+               for p in stack.gateway.policies.current().policies)
