@@ -14,7 +14,7 @@ what `policy explain` prints. :func:`decide` is the gateway's entry point on top
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -91,14 +91,21 @@ class Evaluation:
     denial: PolicyDenied | None = field(default=None)
 
 
-def _policy_result(policy: Policy, source: str, identity: Identity,
-                   scope: Scope) -> PolicyResult:
-    identity_reasons = identity_mismatches(policy, identity)
+def _reasons(found: Iterator[str], explain: bool) -> tuple[str, ...]:
+    if explain:
+        return tuple(found)
+    first = next(found, None)  # a live decision only needs to know that one exists
+    return () if first is None else (first,)
+
+
+def _policy_result(policy: Policy, source: str, identity: Identity, scope: Scope,
+                   explain: bool) -> PolicyResult:
+    identity_reasons = _reasons(identity_mismatches(policy, identity), explain)
     if identity_reasons:
-        return PolicyResult(policy.id, source, "identity", tuple(identity_reasons))
-    scope_reasons = scope_mismatches(policy, identity, scope)
+        return PolicyResult(policy.id, source, "identity", identity_reasons)
+    scope_reasons = _reasons(scope_mismatches(policy, identity, scope), explain)
     if scope_reasons:
-        return PolicyResult(policy.id, source, "scope", tuple(scope_reasons))
+        return PolicyResult(policy.id, source, "scope", scope_reasons)
     return PolicyResult(policy.id, source, "matched")
 
 
@@ -220,14 +227,15 @@ def _decision(policy_set: PolicySet, matched: Sequence[Policy], identity: Identi
 
 
 def evaluate(policy_set: PolicySet, identity: Identity, scope: Scope,
-             client: ClientConnection, now: int) -> Evaluation:
-    """Every policy's result, and the decision or the denial they lead to. Never raises."""
+             client: ClientConnection, now: int, *, explain: bool = True) -> Evaluation:
+    """Every policy's result, and the decision or the denial they lead to. Never raises.
+    With ``explain=False`` each non-matching policy carries only its first reason."""
     results = tuple(
-        _policy_result(policy, policy_set.sources.get(policy.id, ""), identity, scope)
+        _policy_result(policy, policy_set.sources.get(policy.id, ""), identity, scope,
+                       explain)
         for policy in policy_set.policies
     )
-    matched_ids = {r.policy_id for r in results if r.matched}
-    matched = [p for p in policy_set.policies if p.id in matched_ids]
+    matched = [p for p, r in zip(policy_set.policies, results, strict=True) if r.matched]
     try:
         decision = _decision(policy_set, matched, identity, scope, client, now)
     except PolicyDenied as denial:
@@ -238,7 +246,7 @@ def evaluate(policy_set: PolicySet, identity: Identity, scope: Scope,
 def decide(policy_set: PolicySet, identity: Identity, scope: Scope,
            client: ClientConnection, now: int) -> Decision:
     """The permissions for ``identity`` acting for ``scope``, or PolicyDenied."""
-    evaluation = evaluate(policy_set, identity, scope, client, now)
+    evaluation = evaluate(policy_set, identity, scope, client, now, explain=False)
     if evaluation.decision is None:
         assert evaluation.denial is not None
         raise evaluation.denial
