@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import ConfigError
+from gateway.identity.aws_sts import AwsIamSettings
 from gateway.identity.oidc_config import OidcIssuerConfig
 
 __all__ = ["ApiSettings", "GatewaySettings", "load_settings"]
@@ -77,6 +78,7 @@ class GatewaySettings(_Section):
     audit: AuditSettings = AuditSettings()
     api: ApiSettings = ApiSettings()
     oidc: OidcSettings = OidcSettings()
+    aws: AwsIamSettings = AwsIamSettings()
     instance: str = Field(default="", description="name in audit records; default host+pid")
 
     def resolved(self, base: Path) -> GatewaySettings:

@@ -23,6 +23,7 @@ from gateway.callout.service import CalloutService
 from gateway.config import GatewaySettings, read_seed
 from gateway.envelope import CredentialEnvelope
 from gateway.errors import ConfigError, CredentialError
+from gateway.identity.aws_sts import StsVerifier
 from gateway.identity.model import Identity
 from gateway.identity.oidc import OidcVerifier
 from gateway.natsjwt.nkeys import CurveKeyPair, InvalidNkey, Prefix, SigningKeyPair
@@ -63,12 +64,15 @@ def load_keys(settings: GatewaySettings) -> GatewayKeys:
 class _Identities:
     """Dispatch an envelope to the verifier of its method."""
 
-    def __init__(self, oidc: OidcVerifier) -> None:
+    def __init__(self, oidc: OidcVerifier, aws: StsVerifier | None) -> None:
         self._oidc = oidc
+        self._aws = aws
 
     async def verify(self, envelope: CredentialEnvelope) -> Identity:
         if envelope.method == "oidc":
             return await self._oidc.verify(envelope.proof)
+        if envelope.method == "aws_iam" and self._aws is not None:
+            return await self._aws.verify(envelope.proof)
         raise CredentialError(f"method `{envelope.method}` is not enabled on this gateway",
                               code="method_not_enabled")
 
@@ -85,10 +89,11 @@ class Gateway:
         self.writer = AuditWriter(self.store)
         self._http = httpx.AsyncClient(follow_redirects=False)
         self.oidc = OidcVerifier(settings.oidc.issuers, self._http)
+        self.aws = StsVerifier(settings.aws, self._http) if settings.aws.enabled else None
         instance = settings.instance or f"{socket.gethostname()}:{os.getpid()}"
         self.handler = CalloutHandler(
             issuer=self.keys.issuer, xkey=self.keys.xkey,
-            verify_identity=_Identities(self.oidc).verify,
+            verify_identity=_Identities(self.oidc, self.aws).verify,
             policies=self.policies.current, audit=self.writer.write,
             settings=HandlerSettings(
                 target_account=settings.nats.target_account,

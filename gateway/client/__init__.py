@@ -5,8 +5,16 @@ Airflow worker can import it. It shares the envelope and subject encoding module
 the gateway, so both sides agree by construction.
 """
 
+from gateway.client.aws import aws_iam_envelope, aws_iam_proof
 from gateway.client.credentials import fetch_client_credentials_token, oidc_envelope
 from gateway.client.subjects import task_subject
 from gateway.envelope import Scope
 
-__all__ = ["Scope", "fetch_client_credentials_token", "oidc_envelope", "task_subject"]
+__all__ = [
+    "Scope",
+    "aws_iam_envelope",
+    "aws_iam_proof",
+    "fetch_client_credentials_token",
+    "oidc_envelope",
+    "task_subject",
+]

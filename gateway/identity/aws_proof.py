@@ -1,0 +1,137 @@
+"""The AWS IAM proof: a SigV4-signed ``sts:GetCallerIdentity`` request, checked before use.
+
+The worker signs (never sends) ``POST / Action=GetCallerIdentity&Version=2011-06-15`` for
+the gateway's configured STS endpoint, with an ``X-Nats-Gateway-Id`` header inside
+``SignedHeaders``, and puts the headers and body in the envelope (docs/envelope.md):
+
+    {"headers": {"Authorization": "...", "X-Amz-Date": "...", ...}, "body": "Action=..."}
+
+The gateway keeps only allowlisted headers, refuses anything else (unknown ``X-Amz-*``
+headers, query strings, other actions, duplicate parameters or headers, a date outside
+the signing window, a gateway id that is not ours) and rebuilds the request itself for
+its own endpoint: the client never chooses where the gateway sends it. The lessons of
+Vault CVE-2020-16250/16251 (unchecked server id header, attacker-chosen host) and
+aws-iam-authenticator CVE-2022-2385 (duplicate parameters) are why. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.errors import CredentialError
+
+__all__ = ["GATEWAY_ID_HEADER", "STS_BODY", "CheckedProof", "check_proof"]
+
+GATEWAY_ID_HEADER = "x-nats-gateway-id"
+STS_BODY = "Action=GetCallerIdentity&Version=2011-06-15"
+SIGNING_WINDOW_SECONDS = 15 * 60
+_FORWARDED = ("authorization", "x-amz-date", "x-amz-security-token", GATEWAY_ID_HEADER,
+              "content-type")
+_ALLOWED = frozenset({*_FORWARDED, "host", "content-length", "user-agent"})
+_REQUIRED_SIGNED = frozenset({"host", "x-amz-date", GATEWAY_ID_HEADER})
+_AUTHORIZATION = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<key>[A-Z0-9]{16,128})/(?P<date>[0-9]{8})/"
+    r"(?P<region>[a-z0-9-]{1,32})/(?P<service>[a-z0-9-]+)/aws4_request, ?"
+    r"SignedHeaders=(?P<signed>[a-z0-9;-]+), ?Signature=(?P<signature>[0-9a-f]{64})")
+_CONTENT_TYPE = re.compile(r"application/x-www-form-urlencoded(; ?charset=utf-8)?", re.I)
+_MAX_HEADER = 4096
+
+
+@dataclass(frozen=True, repr=False)
+class CheckedProof:
+    """Headers to forward (lowercase names) and facts checked from them."""
+
+    headers: dict[str, str]
+    signed_at: datetime
+    region: str
+    signature: str
+
+    def __repr__(self) -> str:  # never show the signature or the session token
+        return f"CheckedProof(region={self.region!r}, signed_at={self.signed_at.isoformat()})"
+
+
+def _refuse(message: str) -> CredentialError:
+    return CredentialError(f"aws proof: {message}", code="bad_aws_proof")
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key.lower() in {k.lower() for k in seen}:
+            raise _refuse(f"duplicate field `{key}`")
+        seen[key] = value
+    return seen
+
+
+def _load(proof: str) -> tuple[dict[str, str], str]:
+    try:
+        obj = json.loads(proof, object_pairs_hook=_unique_pairs)
+    except CredentialError:
+        raise
+    except (ValueError, RecursionError):
+        raise _refuse("not a JSON object") from None
+    if not isinstance(obj, dict) or set(obj) != {"headers", "body"}:
+        raise _refuse("must be an object with exactly `headers` and `body`")
+    headers, body = obj["headers"], obj["body"]
+    if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise _refuse("`headers` must map names to strings")
+    if not isinstance(body, str):
+        raise _refuse("`body` must be a string")
+    return {k.lower(): v for k, v in headers.items()}, body
+
+
+def _check_headers(headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        if name not in _ALLOWED:
+            kind = "amz header" if name.startswith("x-amz-") else "header"
+            raise _refuse(f"{kind} `{name}` is not allowed")
+        if len(value) > _MAX_HEADER or any(c in value for c in "\r\n\0"):
+            raise _refuse(f"header `{name}` is malformed")
+    for name in ("authorization", "x-amz-date", GATEWAY_ID_HEADER):
+        if name not in headers:
+            raise _refuse(f"header `{name}` is missing")
+    if not _CONTENT_TYPE.fullmatch(headers.get("content-type", "")):
+        raise _refuse("content-type must be application/x-www-form-urlencoded")
+
+
+def _signed_at(value: str, now: datetime) -> datetime:
+    try:
+        signed = datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise _refuse("x-amz-date is not YYYYMMDDTHHMMSSZ") from None
+    if abs((now - signed).total_seconds()) > SIGNING_WINDOW_SECONDS:
+        raise CredentialError("aws proof was signed outside the 15-minute window",
+                              code="stale_aws_proof")
+    return signed
+
+
+def check_proof(proof: str, *, gateway_id: str, host: str, now: datetime) -> CheckedProof:
+    """Validate the proof's shape and binding; CredentialError says what is wrong."""
+    headers, body = _load(proof)
+    if body != STS_BODY:
+        raise _refuse(f"body must be exactly `{STS_BODY}`")
+    _check_headers(headers)
+    if "host" in headers and headers["host"].lower() != host.lower():
+        raise _refuse("signed for another host than this gateway's sts endpoint")
+    if headers[GATEWAY_ID_HEADER] != gateway_id:
+        raise CredentialError("aws proof is for another gateway (x-nats-gateway-id)",
+                              code="wrong_gateway_id")
+    match = _AUTHORIZATION.fullmatch(headers["authorization"])
+    if match is None:
+        raise _refuse("authorization is not an AWS4-HMAC-SHA256 signature")
+    if match["service"] != "sts":
+        raise _refuse("signature is not for sts")
+    signed_headers = set(match["signed"].split(";"))
+    missing = sorted(_REQUIRED_SIGNED - signed_headers)
+    if missing:
+        raise _refuse(f"{', '.join(missing)} must be in SignedHeaders")
+    signed_at = _signed_at(headers["x-amz-date"], now)
+    if match["date"] != headers["x-amz-date"][:8]:
+        raise _refuse("credential date does not match x-amz-date")
+    forwarded = {name: headers[name] for name in _FORWARDED if name in headers}
+    return CheckedProof(forwarded, signed_at, match["region"], match["signature"])
