@@ -1,0 +1,127 @@
+"""The AWS IAM proof checks, on proofs signed by botocore's real SigV4 signer."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from gateway.client.aws import aws_iam_proof
+from gateway.errors import CredentialError, IdentityUnavailable
+from gateway.identity.aws_proof import check_proof
+from gateway.identity.replay import ReplayCache
+
+ENDPOINT = "http://127.0.0.1:5999"
+HOST = "127.0.0.1:5999"
+
+
+def _session() -> Any:
+    return boto3.Session(aws_access_key_id="ASIAEXAMPLEEXAMPLE12", aws_secret_access_key="s",
+                         aws_session_token="token", region_name="eu-west-1")
+
+
+def _proof(**overrides: Any) -> dict[str, Any]:
+    proof = json.loads(aws_iam_proof(gateway_id="gw-prod", region="eu-west-1",
+                                     sts_endpoint=ENDPOINT, session=_session()))
+    proof["headers"].update(overrides)
+    return {k: v for k, v in proof.items()}
+
+
+def _check(proof: dict[str, Any] | str, now: datetime | None = None) -> Any:
+    text = proof if isinstance(proof, str) else json.dumps(proof)
+    return check_proof(text, gateway_id="gw-prod", host=HOST, now=now or datetime.now(UTC))
+
+
+def test_a_botocore_signed_proof_passes_and_keeps_only_allowlisted_headers() -> None:
+    checked = _check(_proof())
+    assert checked.region == "eu-west-1"
+    assert set(checked.headers) == {"authorization", "x-amz-date", "x-amz-security-token",
+                                    "x-nats-gateway-id", "content-type"}
+    assert "x-nats-gateway-id" in checked.headers["authorization"]
+    assert "token" not in repr(checked) and checked.signature not in repr(checked)
+
+
+@pytest.mark.parametrize("mutate,code,message", [
+    (lambda p: p["headers"].update({"X-Amz-Target": "x"}), "bad_aws_proof",
+     "amz header `x-amz-target` is not allowed"),
+    (lambda p: p["headers"].update({"X-Forwarded-Host": "evil"}), "bad_aws_proof",
+     "header `x-forwarded-host` is not allowed"),
+    (lambda p: p.update({"body": "Action=GetCallerIdentity&Version=2011-06-15&Action=X"}),
+     "bad_aws_proof", "body must be exactly"),
+    (lambda p: p.update({"body": "Action=AssumeRole&Version=2011-06-15"}), "bad_aws_proof",
+     "body must be exactly"),
+    (lambda p: p["headers"].update({"X-Nats-Gateway-Id": "gw-staging"}), "wrong_gateway_id",
+     "another gateway"),
+    (lambda p: p["headers"].update({"Host": "sts.amazonaws.com"}), "bad_aws_proof",
+     "another host"),
+    (lambda p: p["headers"].pop("X-Nats-Gateway-Id"), "bad_aws_proof", "is missing"),
+    (lambda p: p["headers"].update({"Content-Type": "application/json"}), "bad_aws_proof",
+     "content-type"),
+    (lambda p: p["headers"].update({"X-Amz-Date": "yesterday"}), "bad_aws_proof",
+     "YYYYMMDD"),
+    (lambda p: p["headers"].update({"Authorization": "Bearer x"}), "bad_aws_proof",
+     "AWS4-HMAC-SHA256"),
+    (lambda p: p["headers"].update({"X-Amz-Date": "x\r\nHost: evil"}), "bad_aws_proof",
+     "malformed"),
+    (lambda p: p.update({"url": "https://evil.example/?Action=GetCallerIdentity"}),
+     "bad_aws_proof", "exactly `headers` and `body`"),
+])
+def test_refusals(mutate: Any, code: str, message: str) -> None:
+    proof = _proof()
+    mutate(proof)
+    with pytest.raises(CredentialError) as refused:
+        _check(proof)
+    assert refused.value.code == code and message in refused.value.description
+
+
+def test_gateway_id_must_be_signed() -> None:
+    proof = _proof()
+    auth = proof["headers"]["Authorization"]
+    proof["headers"]["Authorization"] = auth.replace(";x-nats-gateway-id", "")
+    with pytest.raises(CredentialError, match="x-nats-gateway-id must be in SignedHeaders"):
+        _check(proof)
+
+
+def test_other_service_is_refused() -> None:
+    proof = _proof()
+    proof["headers"]["Authorization"] = proof["headers"]["Authorization"].replace(
+        "/sts/", "/iam/")
+    with pytest.raises(CredentialError, match="not for sts"):
+        _check(proof)
+
+
+def test_duplicate_headers_even_by_case_are_refused() -> None:
+    text = json.dumps(_proof())
+    duplicated = text.replace('"X-Amz-Date"', '"x-amz-date":"20200101T000000Z","X-Amz-Date"')
+    with pytest.raises(CredentialError, match="duplicate field"):
+        _check(duplicated)
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=16), timedelta(minutes=-16)])
+def test_outside_the_signing_window(skew: timedelta) -> None:
+    with pytest.raises(CredentialError) as refused:
+        _check(_proof(), now=datetime.now(UTC) + skew)
+    assert refused.value.code == "stale_aws_proof"
+
+
+@pytest.mark.parametrize("text", ["", "[]", "{", '{"headers": [], "body": ""}', "1" * 10])
+def test_garbage_is_a_clear_refusal(text: str) -> None:
+    with pytest.raises(CredentialError) as refused:
+        _check(text)
+    assert refused.value.code == "bad_aws_proof"
+
+
+def test_replay_cache_is_single_use_bounded_and_expires() -> None:
+    cache = ReplayCache(max_entries=2)
+    cache.use("a", expires=100, now=0)
+    with pytest.raises(CredentialError, match="already used"):
+        cache.use("a", expires=100, now=50)
+    cache.use("b", expires=100, now=50)
+    with pytest.raises(IdentityUnavailable, match="full"):
+        cache.use("c", expires=200, now=60)  # full of live entries: fail closed
+    cache.use("c", expires=200, now=101)  # a and b expired and are forgotten
+    assert len(cache) == 1
+    cache.use("a", expires=300, now=150)  # a's window is over: a new proof may match
