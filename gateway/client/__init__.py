@@ -5,16 +5,32 @@ Airflow worker can import it. It shares the envelope and subject encoding module
 the gateway, so both sides agree by construction.
 """
 
+from gateway.client.airflow import scope_from_airflow
 from gateway.client.aws import aws_iam_envelope, aws_iam_proof
+from gateway.client.connect import connect
 from gateway.client.credentials import fetch_client_credentials_token, oidc_envelope
+from gateway.client.sources import (
+    AwsIamCredentials,
+    ClientCredentialsToken,
+    CredentialSource,
+    OidcToken,
+    OidcTokenFile,
+)
 from gateway.client.subjects import task_subject
 from gateway.envelope import Scope
 
 __all__ = [
+    "AwsIamCredentials",
+    "ClientCredentialsToken",
+    "CredentialSource",
+    "OidcToken",
+    "OidcTokenFile",
     "Scope",
     "aws_iam_envelope",
     "aws_iam_proof",
+    "connect",
     "fetch_client_credentials_token",
     "oidc_envelope",
+    "scope_from_airflow",
     "task_subject",
 ]

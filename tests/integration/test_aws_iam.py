@@ -9,6 +9,11 @@ on purpose.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -18,9 +23,10 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from gateway.client import aws_iam_envelope
+from gateway.client import AwsIamCredentials, aws_iam_envelope, aws_iam_proof
+from gateway.client import connect as gateway_connect
+from gateway.envelope import Scope, build_envelope
 from tests.integration.harness import Stack, Violations, connect
 
 pytestmark = pytest.mark.integration
@@ -29,25 +35,80 @@ GATEWAY_ID = "nats-gateway-test"
 REGION = "us-east-1"
 
 
+class MotoSts:
+    """moto's server as a subprocess with request authentication on, so signatures are
+    really checked: after three setup calls every request must be signed by a known key."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_listening(port)
+        self._admin = self._bootstrap_admin()
+        for role in ("airflow-prod-worker", "airflow-staging-worker"):
+            self._create_role(role)
+
+    def _wait_listening(self, port: int) -> None:
+        for _ in range(200):
+            if self._proc.poll() is not None:
+                raise RuntimeError("moto server exited; is moto[server] installed?")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("moto server did not start")
+
+    def _client(self, service: str, key: str, secret: str, token: str | None = None) -> Any:
+        return boto3.client(service, endpoint_url=self.url, region_name=REGION,
+                            aws_access_key_id=key, aws_secret_access_key=secret,
+                            aws_session_token=token)
+
+    def _bootstrap_admin(self) -> tuple[str, str]:
+        iam = self._client("iam", "AKIABOOTSTRAP0000000", "unused")
+        iam.create_user(UserName="admin")
+        key = iam.create_access_key(UserName="admin")["AccessKey"]
+        iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def _create_role(self, role: str) -> None:
+        iam = self._client("iam", *self._admin)
+        trust = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "sts:AssumeRole",
+            "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/admin"}}]}
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
+        iam.put_role_policy(RoleName=role, PolicyName="whoami", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}]}))
+
+    def role_session(self, role: str, session: str) -> Any:
+        """A boto3 Session holding the role's temporary credentials, as a worker has."""
+        creds = self._client("sts", *self._admin).assume_role(
+            RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}", RoleSessionName=session)[
+            "Credentials"]
+        return boto3.Session(aws_access_key_id=creds["AccessKeyId"],
+                             aws_secret_access_key=creds["SecretAccessKey"],
+                             aws_session_token=creds["SessionToken"], region_name=REGION)
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
-def moto_sts() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+def sts() -> Iterator[MotoSts]:
+    server = MotoSts()
     try:
-        yield f"http://{host}:{port}"
+        yield server
     finally:
-        server.stop()
-
-
-def _role_session(sts_url: str, role: str, session: str) -> Any:
-    sts = boto3.client("sts", endpoint_url=sts_url, region_name=REGION,
-                       aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="x")
-    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}",
-                            RoleSessionName=session)["Credentials"]
-    return boto3.Session(aws_access_key_id=creds["AccessKeyId"],
-                         aws_secret_access_key=creds["SecretAccessKey"],
-                         aws_session_token=creds["SessionToken"], region_name=REGION)
+        server.close()
 
 
 def _envelope(sts_url: str, session: Any, task: str = "load", **kwargs: Any) -> str:
@@ -70,16 +131,17 @@ IAM_POLICY = textwrap.dedent(f"""\
     """)
 
 
-async def _start(stack: Stack, sts_url: str, **aws: Any) -> None:
-    (stack.tmp / "policies" / "iam.yaml").write_text(IAM_POLICY)
+async def _start(stack: Stack, sts_url: str, *, ttl: int = 900, **aws: Any) -> None:
+    (stack.tmp / "policies" / "iam.yaml").write_text(
+        IAM_POLICY + f"    ttl_seconds: {ttl}\n")
     settings = {"enabled": True, "sts_endpoint": sts_url, "region": REGION,
                 "gateway_id": GATEWAY_ID, "allowed_accounts": [ACCOUNT], **aws}
     await stack.start_gateway(aws=settings)
 
 
 @pytest.fixture
-async def iam(stack: Stack, moto_sts: str) -> AsyncIterator[Stack]:
-    await _start(stack, moto_sts)
+async def iam(stack: Stack, sts: MotoSts) -> AsyncIterator[Stack]:
+    await _start(stack, sts.url)
     try:
         yield stack
     finally:
@@ -94,10 +156,10 @@ async def _records(stack: Stack, **params: str) -> list[dict[str, Any]]:
     return items
 
 
-async def test_an_iam_role_session_gets_its_task_scope(iam: Stack, moto_sts: str) -> None:
-    session = _role_session(moto_sts, "airflow-prod-worker", "i-0abc")
+async def test_an_iam_role_session_gets_its_task_scope(iam: Stack, sts: MotoSts) -> None:
+    session = sts.role_session("airflow-prod-worker", "i-0abc")
     errors = Violations()
-    nc = await connect(iam.nats_url, _envelope(moto_sts, session), errors)
+    nc = await connect(iam.nats_url, _envelope(sts.url, session), errors)
     try:
         sub = await nc.subscribe("prod.etl.load.>")
         await nc.publish("prod.etl.load.done", b"ok")
@@ -123,30 +185,30 @@ async def _denied_with(stack: Stack, envelope: str, code: str) -> dict[str, Any]
     return denials[0]
 
 
-async def test_a_proof_is_single_use(iam: Stack, moto_sts: str) -> None:
-    envelope = _envelope(moto_sts, _role_session(moto_sts, "airflow-prod-worker", "i-1"))
+async def test_a_proof_is_single_use(iam: Stack, sts: MotoSts) -> None:
+    envelope = _envelope(sts.url, sts.role_session("airflow-prod-worker", "i-1"))
     nc = await connect(iam.nats_url, envelope)
     await nc.close()
     await _denied_with(iam, envelope, "replayed_aws_proof")
 
 
-async def test_other_roles_and_gateways_are_refused(iam: Stack, moto_sts: str) -> None:
-    staging = _role_session(moto_sts, "airflow-staging-worker", "i-2")
-    await _denied_with(iam, _envelope(moto_sts, staging), "no_matching_policy")
-    prod = _role_session(moto_sts, "airflow-prod-worker", "i-3")
+async def test_other_roles_and_gateways_are_refused(iam: Stack, sts: MotoSts) -> None:
+    staging = sts.role_session("airflow-staging-worker", "i-2")
+    await _denied_with(iam, _envelope(sts.url, staging), "no_matching_policy")
+    prod = sts.role_session("airflow-prod-worker", "i-3")
     other_gateway = aws_iam_envelope(dag_id="etl", task_id="load", gateway_id="someone-else",
-                                     region=REGION, sts_endpoint=moto_sts, session=prod)
+                                     region=REGION, sts_endpoint=sts.url, session=prod)
     await _denied_with(iam, other_gateway, "wrong_gateway_id")
     wrong_region = aws_iam_envelope(dag_id="etl", task_id="load", gateway_id=GATEWAY_ID,
-                                    region="eu-west-1", sts_endpoint=moto_sts, session=prod)
+                                    region="eu-west-1", sts_endpoint=sts.url, session=prod)
     await _denied_with(iam, wrong_region, "wrong_region")
 
 
-async def test_an_untrusted_account_is_refused(stack: Stack, moto_sts: str) -> None:
-    await _start(stack, moto_sts, allowed_accounts=["999999999999"])
+async def test_an_untrusted_account_is_refused(stack: Stack, sts: MotoSts) -> None:
+    await _start(stack, sts.url, allowed_accounts=["999999999999"])
     try:
-        session = _role_session(moto_sts, "airflow-prod-worker", "i-4")
-        denial = await _denied_with(stack, _envelope(moto_sts, session), "account_not_allowed")
+        session = sts.role_session("airflow-prod-worker", "i-4")
+        denial = await _denied_with(stack, _envelope(sts.url, session), "account_not_allowed")
         assert ACCOUNT in denial["reason"]
     finally:
         assert stack.gateway is not None
@@ -203,14 +265,14 @@ def misbehaving() -> Iterator[tuple[str, type[_Misbehaving]]]:
     ("refuse", "sts_rejected"), ("redirect", "sts_unavailable"), ("slow", "sts_timeout"),
 ])
 async def test_sts_faults_deny_quickly_with_a_reason(
-        stack: Stack, moto_sts: str, misbehaving: tuple[str, type[_Misbehaving]],
+        stack: Stack, sts: MotoSts, misbehaving: tuple[str, type[_Misbehaving]],
         mode: str, code: str) -> None:
     url, handler = misbehaving
     handler.mode = mode
     await _start(stack, url, timeout_seconds=0.5)
     try:
         # Signed for the misbehaving endpoint with real moto credentials.
-        session = _role_session(moto_sts, "airflow-prod-worker", f"i-{mode}")
+        session = sts.role_session("airflow-prod-worker", f"i-{mode}")
         started = time.monotonic()
         await _denied_with(stack, _envelope(url, session), code)
         assert time.monotonic() - started < 2.0  # inside nats-server's auth timeout
@@ -219,12 +281,100 @@ async def test_sts_faults_deny_quickly_with_a_reason(
         await stack.gateway.stop()
 
 
-async def test_unreachable_sts_denies(stack: Stack, moto_sts: str) -> None:
+async def test_unreachable_sts_denies(stack: Stack, sts: MotoSts) -> None:
     closed = "http://127.0.0.1:9"  # discard port: nothing listens on loopback
     await _start(stack, closed)
     try:
-        session = _role_session(moto_sts, "airflow-prod-worker", "i-down")
+        session = sts.role_session("airflow-prod-worker", "i-down")
         await _denied_with(stack, _envelope(closed, session), "sts_unreachable")
     finally:
         assert stack.gateway is not None
         await stack.gateway.stop()
+
+
+def _flip_signature(proof: dict[str, Any]) -> None:
+    auth = proof["headers"]["Authorization"]
+    last = auth[-1]
+    proof["headers"]["Authorization"] = auth[:-1] + ("0" if last != "0" else "1")
+
+
+def _unsign_gateway_id(proof: dict[str, Any]) -> None:
+    proof["headers"]["Authorization"] = proof["headers"]["Authorization"].replace(
+        ";x-nats-gateway-id", "")
+
+
+TAMPERING = {
+    "tampered-signature": (_flip_signature, "sts_rejected"),
+    "another-action": (lambda p: p.update(body="Action=GetSessionToken&Version=2011-06-15"),
+                       "bad_aws_proof"),
+    "extra-parameter": (lambda p: p.update(
+        body="Action=GetCallerIdentity&Version=2011-06-15&Action=AssumeRole"), "bad_aws_proof"),
+    "query-string-url": (lambda p: p.update(url="http://evil.example/?Action=GetCallerIdentity"),
+                         "bad_aws_proof"),
+    "unsigned-gateway-id": (_unsign_gateway_id, "bad_aws_proof"),
+    "wrong-gateway-id": (lambda p: p["headers"].update({"X-Nats-Gateway-Id": "other"}),
+                         "wrong_gateway_id"),
+    "stale-date": (lambda p: p["headers"].update({"X-Amz-Date": "20200101T000000Z"}),
+                   "stale_aws_proof"),
+    "unknown-amz-header": (lambda p: p["headers"].update({"X-Amz-Target": "sts.AssumeRole"}),
+                           "bad_aws_proof"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING), ids=list(TAMPERING))
+async def test_tampered_proofs_are_denied_and_audited(iam: Stack, sts: MotoSts,
+                                                      case: str) -> None:
+    mutate, code = TAMPERING[case]
+    session = sts.role_session("airflow-prod-worker", f"t-{case}")
+    proof = json.loads(aws_iam_proof(gateway_id=GATEWAY_ID, region=REGION,
+                                     sts_endpoint=sts.url, session=session))
+    mutate(proof)
+    envelope = build_envelope("aws_iam", json.dumps(proof), Scope("etl", "load"))
+    denial = await _denied_with(iam, envelope, code)
+    assert denial["method"] == "aws_iam" and denial["dag_id"] == "etl"
+    assert proof["headers"]["Authorization"][-64:] not in json.dumps(denial)  # no secrets
+    assert proof["headers"]["X-Amz-Security-Token"][:40] not in json.dumps(denial)
+
+
+async def test_a_worker_reconnects_with_a_fresh_single_use_proof(stack: Stack,
+                                                                 sts: MotoSts) -> None:
+    """Grants last 2 s; each reconnect must sign a new proof, since a proof is single use."""
+    await _start(stack, sts.url, ttl=2)
+    source = AwsIamCredentials(gateway_id=GATEWAY_ID, region=REGION, sts_endpoint=sts.url,
+                               session=sts.role_session("airflow-prod-worker", "i-long"))
+    reconnects: list[float] = []
+
+    async def on_reconnect() -> None:
+        reconnects.append(time.monotonic())
+
+    async def on_error(exc: Exception) -> None:
+        pass
+
+    nc = await gateway_connect(stack.nats_url, source, scope=Scope("etl", "load"),
+                               reconnected_cb=on_reconnect, error_cb=on_error,
+                               reconnect_time_wait=0.1)
+    try:
+        sub = await nc.subscribe("prod.etl.load.>")
+        deadline = time.monotonic() + 10
+        while len(reconnects) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(reconnects) >= 2
+        await nc.publish("prod.etl.load.after", b"still here")
+        assert (await sub.next_msg(timeout=2)).data == b"still here"
+    finally:
+        await nc.close()
+        assert stack.gateway is not None
+        await stack.gateway.stop()
+    grants = [r for r in await _records_direct(stack) if r.decision == "grant"]
+    assert len(grants) >= 3
+    assert len({r.identity_fingerprint for r in grants}) == len(grants)  # all fresh proofs
+
+
+async def _records_direct(stack: Stack) -> list[Any]:
+    from gateway.audit.store import AuditStore, DecisionQuery
+
+    store = AuditStore(f"sqlite:///{stack.tmp / 'audit.db'}")
+    try:
+        return list(store.query(DecisionQuery(limit=1000)))
+    finally:
+        store.close()

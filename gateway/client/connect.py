@@ -1,0 +1,86 @@
+"""`connect(...)`: a nats-py client that presents a fresh credential on every (re)connect.
+
+nats-server disconnects a user when its JWT expires (the grant's TTL). The client then
+reconnects by itself: nats-py calls the token callback again, which builds a new
+envelope from the credential source, so the gateway decides again on a fresh proof and
+subscriptions are restored. The caller does nothing.
+
+nats-py (2.16) closes the client on the server's ``-ERR 'User Authentication Expired'``
+instead of reconnecting; the Go client reconnects. :class:`_GatewayClient` makes that one
+error a reconnect, as in Go. Any other error, including a deny on reconnect
+(``Authorization Violation``), keeps nats-py's behaviour: the client closes and the
+caller sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from nats import errors
+from nats.aio.client import Client
+
+from gateway.client.airflow import scope_from_airflow
+from gateway.client.sources import CredentialSource
+from gateway.envelope import Scope, build_envelope
+
+__all__ = ["connect"]
+
+log = logging.getLogger(__name__)
+_EXPIRED = "authentication expired"
+
+
+class _GatewayClient(Client):
+    async def _process_err(self, err_msg: str) -> None:
+        if _EXPIRED in err_msg.lower():
+            # The grant's TTL ran out: come back with a fresh credential.
+            await self._process_op_err(errors.Error(f"nats: {err_msg.strip(chr(39))}"))
+            return
+        await super()._process_err(err_msg)
+
+
+async def _refresh_forever(source: CredentialSource, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await source.refresh()
+        except Exception as exc:  # keep the last good proof; the next attempt may work
+            log.warning("credential refresh failed: %s", type(exc).__name__)
+
+
+async def connect(servers: str | list[str], source: CredentialSource, *,
+                  scope: Scope | None = None, context: Mapping[str, Any] | None = None,
+                  refresh_seconds: float = 60.0, **options: Any) -> Client:
+    """Connect through the gateway as ``scope`` (default: from Airflow's task context).
+
+    ``options`` go to ``nats.aio.client.Client.connect``; reconnecting forever is the
+    default, as a worker should come back after every expiry or server restart.
+    """
+    requested = scope or scope_from_airflow(context)
+    await source.refresh()
+
+    def envelope() -> str:
+        return build_envelope(source.method, source.proof(), requested)
+
+    refresher = asyncio.create_task(_refresh_forever(source, refresh_seconds))
+    user_closed: Callable[[], Awaitable[None]] | None = options.pop("closed_cb", None)
+
+    async def closed() -> None:
+        refresher.cancel()
+        if user_closed is not None:
+            await user_closed()
+
+    options.setdefault("max_reconnect_attempts", -1)
+    options.setdefault("reconnect_time_wait", 0.5)
+    client = _GatewayClient()
+    try:
+        await client.connect(servers, token=envelope, closed_cb=closed, **options)
+    except BaseException:
+        refresher.cancel()
+        with contextlib.suppress(Exception):
+            await client.close()
+        raise
+    return client

@@ -1,0 +1,70 @@
+"""The client helper comes back by itself when the server expires its grant.
+
+The grant TTL is 2 s, so nats-server disconnects the worker every 2 s ("authentication
+expired"); `gateway.client.connect` reconnects with a freshly built credential (here a
+token file that is rotated in place, as the kubelet does) and the subscription keeps
+receiving messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.client import OidcTokenFile, Scope, connect
+from tests.integration.harness import Stack
+
+pytestmark = pytest.mark.integration
+
+
+async def test_expired_grant_reconnects_with_a_fresh_credential(stack: Stack) -> None:
+    policy = stack.tmp / "policies" / "etl.yaml"
+    policy.write_text(policy.read_text().replace("ttl_seconds: 600", "ttl_seconds: 2"))
+    await stack.start_gateway()
+    token_file = Path(stack.tmp / "token")
+    token_file.write_text(stack.token())
+    reconnects, disconnects = [], []
+
+    async def on_reconnect() -> None:
+        reconnects.append(asyncio.get_running_loop().time())
+
+    async def on_disconnect() -> None:
+        disconnects.append(asyncio.get_running_loop().time())
+
+    async def on_error(exc: Exception) -> None:
+        pass  # "authorization violation"/"authentication expired" are expected here
+
+    nc = await connect(stack.nats_url, OidcTokenFile(token_file), scope=Scope("etl", "load"),
+                       reconnected_cb=on_reconnect, disconnected_cb=on_disconnect,
+                       error_cb=on_error, reconnect_time_wait=0.1)
+    received: list[tuple[float, bytes]] = []
+
+    async def on_message(msg: object) -> None:
+        received.append((asyncio.get_running_loop().time(), msg.data))  # type: ignore[attr-defined]
+
+    try:
+        await nc.subscribe("airflow.etl.load.events", cb=on_message)
+        rotated = False
+        for index in range(35):  # 7 s: at least two expiries
+            if index == 5 and not rotated:
+                token_file.write_text(stack.token())  # the kubelet rotates the token
+                rotated = True
+            if nc.is_connected:
+                await nc.publish("airflow.etl.load.events", str(index).encode())
+            await asyncio.sleep(0.2)
+        assert len(disconnects) >= 2 and len(reconnects) >= 2, (disconnects, reconnects)
+        after_last_reconnect = [data for at, data in received if at > reconnects[-1]]
+        assert after_last_reconnect, "no message after the last reconnect"
+        assert nc.is_connected
+    finally:
+        await nc.close()
+
+    async with stack.api() as api:
+        grants = (await api.get("/v1/grants", params={"decision": "grant"})).json()["items"]
+    assert len(grants) >= 3
+    fingerprints = {g["identity_fingerprint"] for g in grants}
+    assert len(fingerprints) >= 2, "the rotated token file was not re-read"
+    assert stack.gateway is not None
+    await stack.gateway.stop()
