@@ -1,4 +1,5 @@
-"""Connect latency, one client at a time: static password vs through the gateway (OIDC).
+"""Connect latency, one client at a time: static password vs through the gateway (OIDC,
+and AWS IAM against a local STS).
 
     .venv/bin/python bench/connect_latency.py --connects 1000 --write docs/benchmarks.md
 
@@ -21,12 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nats
 
-from gateway.client import oidc_envelope
+from gateway.client import aws_iam_envelope, oidc_envelope
 from gateway.dev.issuer import DevIssuer
+from gateway.dev.moto_sts import ACCOUNT, REGION, MotoSts
 from gateway.dev.natsserver import NatsServer, find_nats_server
 from gateway.keyfiles import ISSUER_FILE, USER_FILE, XKEY_FILE, generate_keys
 from gateway.natsconf import CalloutServerConfig, render_callout_config, render_static_config
@@ -42,7 +46,18 @@ policies:
 """
 
 
-async def measure(url: str, connects: int, warmup: int, **kwargs: str) -> list[float]:
+IAM_POLICY = f"""version: 1
+policies:
+  - id: bench-iam
+    match: {{aws_iam: {{account: "{ACCOUNT}", role: "arn:aws:iam::{ACCOUNT}:role/airflow-*"}}}}
+    scopes: [{{dag: "*"}}]
+    permissions:
+      publish: {{allow: ["airflow.{{dag_id}}.{{task_id}}.>"]}}
+"""
+
+
+async def measure(url: str, connects: int, warmup: int,
+                  **kwargs: str | Callable[[], str]) -> list[float]:
     samples: list[float] = []
     for index in range(warmup + connects):
         started = time.perf_counter()
@@ -74,18 +89,17 @@ def run_static(connects: int, warmup: int) -> dict[str, float | str]:
     return summary("static password (no callout)", samples)
 
 
-def run_gateway(connects: int, warmup: int, tmp: Path) -> dict[str, float | str]:
+@contextmanager
+def gateway_process(tmp: Path, extra_toml: str) -> Iterator[str]:
+    """nats-server with auth callout plus `nats-gateway serve`; yields the NATS url."""
     keys = tmp / "keys"
     publics = generate_keys(keys)
-    (tmp / "policies").mkdir()
-    with DevIssuer() as issuer:
-        (tmp / "policies" / "bench.yaml").write_text(POLICY.format(issuer=issuer.issuer))
-        config = render_callout_config(CalloutServerConfig(
-            issuer_account=publics.issuer_account, auth_user_nkey=publics.auth_user,
-            xkey=publics.xkey, port=-1))
-        with NatsServer(config) as server:
-            gateway_toml = tmp / "gateway.toml"
-            gateway_toml.write_text(f"""
+    config = render_callout_config(CalloutServerConfig(
+        issuer_account=publics.issuer_account, auth_user_nkey=publics.auth_user,
+        xkey=publics.xkey, port=-1))
+    with NatsServer(config) as server:
+        gateway_toml = tmp / "gateway.toml"
+        gateway_toml.write_text(f"""
 [nats]
 url = "{server.url}"
 user_seed_file = "{keys / USER_FILE}"
@@ -98,23 +112,52 @@ dir = "{tmp / 'policies'}"
 url = "sqlite:///{tmp / 'audit.db'}"
 [api]
 enabled = false
-[[oidc.issuers]]
-issuer = "{issuer.issuer}"
-audiences = ["nats-gateway"]
+{extra_toml}
 """)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
-                 "--config", str(gateway_toml)])
-            try:
-                time.sleep(2.0)
-                token = issuer.mint(subject="bench-worker", audience="nats-gateway",
-                                    lifetime=3600)
-                envelope = oidc_envelope(token, dag_id="etl", task_id="load")
-                samples = asyncio.run(measure(server.url, connects, warmup, token=envelope))
-            finally:
-                proc.terminate()
-                proc.wait(timeout=15)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
+             "--config", str(gateway_toml)])
+        try:
+            time.sleep(2.0)
+            yield server.url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+
+def run_gateway(connects: int, warmup: int, tmp: Path) -> dict[str, float | str]:
+    (tmp / "policies").mkdir()
+    with DevIssuer() as issuer:
+        (tmp / "policies" / "bench.yaml").write_text(POLICY.format(issuer=issuer.issuer))
+        extra = f"""[[oidc.issuers]]
+issuer = "{issuer.issuer}"
+audiences = ["nats-gateway"]"""
+        with gateway_process(tmp, extra) as url:
+            token = issuer.mint(subject="bench-worker", audience="nats-gateway", lifetime=3600)
+            envelope = oidc_envelope(token, dag_id="etl", task_id="load")
+            samples = asyncio.run(measure(url, connects, warmup, token=envelope))
     return summary("gateway: OIDC + policy + SQLite audit, xkey on", samples)
+
+
+def run_gateway_iam(connects: int, warmup: int, tmp: Path) -> dict[str, float | str]:
+    (tmp / "policies").mkdir()
+    (tmp / "policies" / "bench.yaml").write_text(IAM_POLICY)
+    with MotoSts(roles=("airflow-bench",)) as sts:
+        extra = f"""[aws]
+enabled = true
+sts_endpoint = "{sts.url}"
+region = "{REGION}"
+gateway_id = "bench"
+allowed_accounts = ["{ACCOUNT}"]"""
+        session = sts.role_session("airflow-bench", "bench")
+        with gateway_process(tmp, extra) as url:
+            def fresh_proof() -> str:  # proofs are single use: sign one per connect
+                return aws_iam_envelope(dag_id="etl", task_id="load", gateway_id="bench",
+                                        region=REGION, sts_endpoint=sts.url, session=session)
+
+            samples = asyncio.run(measure(url, connects, warmup, token=fresh_proof))
+    return summary("gateway: AWS IAM via local STS (moto, signature checked) + policy + "
+                   "SQLite audit, xkey on", samples)
 
 
 def machine() -> str:
@@ -139,22 +182,37 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as oidc_tmp, tempfile.TemporaryDirectory() as iam_tmp:
         rows = [run_static(args.connects, args.warmup),
-                run_gateway(args.connects, args.warmup, Path(tmp))]
+                run_gateway(args.connects, args.warmup, Path(oidc_tmp)),
+                run_gateway_iam(args.connects, args.warmup, Path(iam_tmp))]
     ratio = float(rows[1]["p50"]) / float(rows[0]["p50"])
     report = (f"Machine: {machine()}\n\n{table(rows)}\n\n"
-              f"Gateway p50 / static p50: {ratio:.2f}x; the gateway adds "
-              f"{float(rows[1]['p50']) - float(rows[0]['p50']):.2f} ms at p50.\n")
+              f"Gateway (OIDC) p50 / static p50: {ratio:.2f}x; the gateway adds "
+              f"{float(rows[1]['p50']) - float(rows[0]['p50']):.2f} ms at p50. The IAM path "
+              "includes signing a fresh proof in the client and moto's STS, a Python "
+              "server on loopback; real STS adds a network round trip instead.\n")
     print(report)
     print(json.dumps(rows))
     if args.write:
-        args.write.write_text(HEADER + report)
+        write_section(args.write, HEADER + report)
 
 
-HEADER = """# Benchmarks
+START, END = "<!-- connect-bench:start -->", "<!-- connect-bench:end -->"
 
-## Connect latency, one client at a time
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this benchmark's section of the file, keeping the others."""
+    block = f"{START}\n{section.rstrip()}\n{END}"
+    text = path.read_text() if path.exists() else ""
+    if START in text:
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text = block + "\n\n" + text
+    path.write_text(text)
+
+
+HEADER = """## Connect latency, one client at a time
 
 Command (from the repository root, after `bash scripts/test.sh` created `.venv`):
 

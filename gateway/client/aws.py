@@ -9,6 +9,7 @@ signed headers so the proof is useless to any other gateway. Needs the ``aws`` e
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from gateway.envelope import Scope, build_envelope
@@ -32,6 +33,8 @@ def aws_iam_proof(*, gateway_id: str, region: str, sts_endpoint: str | None = No
     request = AWSRequest(method="POST", url=url, data=STS_BODY, headers={
         "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
         "X-Nats-Gateway-Id": gateway_id,
+        # SigV4 alone gives the same signature for the same second; proofs are single use.
+        "X-Nats-Gateway-Nonce": secrets.token_hex(16),
     })
     SigV4Auth(credentials.get_frozen_credentials(), "sts", region).add_auth(request)
     return json.dumps({"headers": dict(request.headers.items()), "body": STS_BODY},

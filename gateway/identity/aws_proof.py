@@ -24,13 +24,17 @@ from typing import Any
 
 from gateway.errors import CredentialError
 
-__all__ = ["GATEWAY_ID_HEADER", "STS_BODY", "CheckedProof", "check_proof"]
+__all__ = ["GATEWAY_ID_HEADER", "NONCE_HEADER", "STS_BODY", "CheckedProof", "check_proof"]
 
 GATEWAY_ID_HEADER = "x-nats-gateway-id"
+# SigV4 is deterministic: two proofs signed in the same second would be identical, and the
+# second refused as a replay. The client adds a random, signed nonce to every proof.
+NONCE_HEADER = "x-nats-gateway-nonce"
 STS_BODY = "Action=GetCallerIdentity&Version=2011-06-15"
 SIGNING_WINDOW_SECONDS = 15 * 60
 _FORWARDED = ("authorization", "x-amz-date", "x-amz-security-token", GATEWAY_ID_HEADER,
-              "content-type")
+              NONCE_HEADER, "content-type")
+_NONCE = re.compile(r"[0-9a-f]{16,64}")
 _ALLOWED = frozenset({*_FORWARDED, "host", "content-length", "user-agent"})
 _REQUIRED_SIGNED = frozenset({"host", "x-amz-date", GATEWAY_ID_HEADER})
 _AUTHORIZATION = re.compile(
@@ -97,6 +101,8 @@ def _check_headers(headers: dict[str, str]) -> None:
             raise _refuse(f"header `{name}` is missing")
     if not _CONTENT_TYPE.fullmatch(headers.get("content-type", "")):
         raise _refuse("content-type must be application/x-www-form-urlencoded")
+    if NONCE_HEADER in headers and not _NONCE.fullmatch(headers[NONCE_HEADER]):
+        raise _refuse(f"{NONCE_HEADER} must be 16-64 lowercase hex digits")
 
 
 def _signed_at(value: str, now: datetime) -> datetime:
@@ -127,7 +133,8 @@ def check_proof(proof: str, *, gateway_id: str, host: str, now: datetime) -> Che
     if match["service"] != "sts":
         raise _refuse("signature is not for sts")
     signed_headers = set(match["signed"].split(";"))
-    missing = sorted(_REQUIRED_SIGNED - signed_headers)
+    required = _REQUIRED_SIGNED | ({NONCE_HEADER} if NONCE_HEADER in headers else set())
+    missing = sorted(required - signed_headers)
     if missing:
         raise _refuse(f"{', '.join(missing)} must be in SignedHeaders")
     signed_at = _signed_at(headers["x-amz-date"], now)

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -21,89 +17,20 @@ from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import boto3
 import pytest
 
 from gateway.client import AwsIamCredentials, aws_iam_envelope, aws_iam_proof
 from gateway.client import connect as gateway_connect
+from gateway.dev.moto_sts import ACCOUNT, REGION, MotoSts
 from gateway.envelope import Scope, build_envelope
 from tests.integration.harness import Stack, Violations, connect
 
 pytestmark = pytest.mark.integration
-ACCOUNT = "123456789012"  # moto's account
 GATEWAY_ID = "nats-gateway-test"
-REGION = "us-east-1"
-
-
-class MotoSts:
-    """moto's server as a subprocess with request authentication on, so signatures are
-    really checked: after three setup calls every request must be signed by a known key."""
-
-    def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_listening(port)
-        self._admin = self._bootstrap_admin()
-        for role in ("airflow-prod-worker", "airflow-staging-worker"):
-            self._create_role(role)
-
-    def _wait_listening(self, port: int) -> None:
-        for _ in range(200):
-            if self._proc.poll() is not None:
-                raise RuntimeError("moto server exited; is moto[server] installed?")
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("moto server did not start")
-
-    def _client(self, service: str, key: str, secret: str, token: str | None = None) -> Any:
-        return boto3.client(service, endpoint_url=self.url, region_name=REGION,
-                            aws_access_key_id=key, aws_secret_access_key=secret,
-                            aws_session_token=token)
-
-    def _bootstrap_admin(self) -> tuple[str, str]:
-        iam = self._client("iam", "AKIABOOTSTRAP0000000", "unused")
-        iam.create_user(UserName="admin")
-        key = iam.create_access_key(UserName="admin")["AccessKey"]
-        iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17",
-             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
-        return key["AccessKeyId"], key["SecretAccessKey"]
-
-    def _create_role(self, role: str) -> None:
-        iam = self._client("iam", *self._admin)
-        trust = {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Action": "sts:AssumeRole",
-            "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/admin"}}]}
-        iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
-        iam.put_role_policy(RoleName=role, PolicyName="whoami", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}]}))
-
-    def role_session(self, role: str, session: str) -> Any:
-        """A boto3 Session holding the role's temporary credentials, as a worker has."""
-        creds = self._client("sts", *self._admin).assume_role(
-            RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}", RoleSessionName=session)[
-            "Credentials"]
-        return boto3.Session(aws_access_key_id=creds["AccessKeyId"],
-                             aws_secret_access_key=creds["SecretAccessKey"],
-                             aws_session_token=creds["SessionToken"], region_name=REGION)
-
-    def close(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
-def sts() -> Iterator[MotoSts]:
+def sts() -> Iterator[MotoSts]:  # signatures really checked: see gateway/dev/moto_sts.py
     server = MotoSts()
     try:
         yield server

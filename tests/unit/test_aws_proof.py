@@ -39,7 +39,8 @@ def test_a_botocore_signed_proof_passes_and_keeps_only_allowlisted_headers() -> 
     checked = _check(_proof())
     assert checked.region == "eu-west-1"
     assert set(checked.headers) == {"authorization", "x-amz-date", "x-amz-security-token",
-                                    "x-nats-gateway-id", "content-type"}
+                                    "x-nats-gateway-id", "x-nats-gateway-nonce",
+                                    "content-type"}
     assert "x-nats-gateway-id" in checked.headers["authorization"]
     assert "token" not in repr(checked) and checked.signature not in repr(checked)
 
@@ -125,3 +126,22 @@ def test_replay_cache_is_single_use_bounded_and_expires() -> None:
     cache.use("c", expires=200, now=101)  # a and b expired and are forgotten
     assert len(cache) == 1
     cache.use("a", expires=300, now=150)  # a's window is over: a new proof may match
+
+
+def test_two_proofs_signed_in_the_same_second_differ() -> None:
+    first, second = _check(_proof()), _check(_proof())
+    assert first.signature != second.signature
+
+
+@pytest.mark.parametrize("nonce", ["short", "G" * 32, "ab" * 40])
+def test_a_malformed_nonce_is_refused(nonce: str) -> None:
+    with pytest.raises(CredentialError, match="nonce"):
+        _check(_proof(**{"X-Nats-Gateway-Nonce": nonce}))
+
+
+def test_the_nonce_must_be_signed_when_present() -> None:
+    proof = _proof()
+    proof["headers"]["Authorization"] = proof["headers"]["Authorization"].replace(
+        ";x-nats-gateway-nonce", "")
+    with pytest.raises(CredentialError, match="x-nats-gateway-nonce must be in SignedHeaders"):
+        _check(proof)
