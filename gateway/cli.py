@@ -6,6 +6,7 @@
     nats-gateway dev [--state-dir DIR] [--api-port N] [--no-xkey]
     nats-gateway dev token --dag D --task T [--run R]
     nats-gateway policy check DIR | explain ... | schema
+    nats-gateway audit migrate | verify | purge --config FILE
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.cli_audit import add_audit_commands, run_audit_command
 from gateway.cli_policy import add_policy_commands, run_policy_command
 from gateway.config import GatewaySettings, load_settings, read_seed
 from gateway.errors import ConfigError, GatewayError
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--subject", default=None, help="token subject (default: client id)")
 
     add_policy_commands(commands)
+    add_audit_commands(commands)
     return parser
 
 
@@ -177,6 +180,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _nats_config(args.config, args.listen)
     if args.command == "policy":
         return run_policy_command(args)
+    if args.command == "audit":
+        return run_audit_command(args)
     if args.command == "dev" and args.dev_command == "token":
         return _dev_token(args)
     return _dev(args)

@@ -16,7 +16,7 @@ from gateway.errors import ConfigError
 from gateway.identity.aws_sts import AwsIamSettings
 from gateway.identity.oidc_config import OidcIssuerConfig
 
-__all__ = ["ApiSettings", "GatewaySettings", "load_settings"]
+__all__ = ["ApiOidcSettings", "ApiSettings", "GatewaySettings", "load_settings"]
 
 
 class _Section(BaseModel):
@@ -48,6 +48,28 @@ class PolicySettings(_Section):
 
 class AuditSettings(_Section):
     url: str = "sqlite:///audit.db"
+    migrate_on_start: bool = Field(default=True, description="run Alembic migrations at start")
+    checkpoint_key_file: Path | None = Field(
+        default=None, description="ed25519 seed (64 hex digits) that signs chain checkpoints")
+    trusted_checkpoint_keys: tuple[str, ...] = Field(
+        default=(), description="more `ed25519:...` public keys verify accepts (old keys)")
+    checkpoint_every: int = Field(default=1000, gt=0)
+    checkpoint_interval_seconds: float = Field(default=60.0, gt=0)
+    group_commit_max: int = Field(default=256, gt=0,
+                                  description="records per transaction at most; 1 disables "
+                                              "group commit")
+    retention_days: int = Field(default=0, ge=0, description="0 keeps records forever")
+    stream_subject: str | None = Field(
+        default=None, description="publish each committed record as JSON on this subject")
+
+
+class ApiOidcSettings(_Section):
+    """Bearer tokens from an IdP for the audit API: a role comes from a claim's values."""
+
+    issuer: OidcIssuerConfig
+    roles_claim: str = Field(default="/groups", description="JSON pointer to the role claim")
+    auditor_values: tuple[str, ...] = Field(default=("nats-gateway-auditor",))
+    admin_values: tuple[str, ...] = Field(default=("nats-gateway-admin",))
 
 
 class ApiSettings(_Section):
@@ -56,8 +78,11 @@ class ApiSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     admin_token_sha256: tuple[str, ...] = Field(
         default=(), description="hex SHA-256 of each admin bearer token")
+    auditor_token_sha256: tuple[str, ...] = Field(
+        default=(), description="hex SHA-256 of each auditor (read-only) bearer token")
+    oidc: ApiOidcSettings | None = None
 
-    @field_validator("admin_token_sha256")
+    @field_validator("admin_token_sha256", "auditor_token_sha256")
     @classmethod
     def _hex_digests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for digest in value:
@@ -91,13 +116,16 @@ class GatewaySettings(_Section):
         if audit_url.startswith(prefix) and not audit_url.startswith(prefix + "/"):
             audit_url = prefix + str(fix(Path(audit_url[len(prefix):])))
         xkey = self.keys.xkey_seed_file
+        checkpoint_key = self.audit.checkpoint_key_file
         return self.model_copy(update={
             "nats": self.nats.model_copy(update={"user_seed_file": fix(self.nats.user_seed_file)}),
             "keys": self.keys.model_copy(update={
                 "issuer_seed_file": fix(self.keys.issuer_seed_file),
                 "xkey_seed_file": fix(xkey) if xkey else None}),
             "policy": self.policy.model_copy(update={"dir": fix(self.policy.dir)}),
-            "audit": self.audit.model_copy(update={"url": audit_url}),
+            "audit": self.audit.model_copy(update={
+                "url": audit_url,
+                "checkpoint_key_file": fix(checkpoint_key) if checkpoint_key else None}),
         })
 
 

@@ -10,14 +10,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.audit.chain import CheckpointSigner
 from gateway.errors import ConfigError
 from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
 
-__all__ = ["ISSUER_FILE", "USER_FILE", "XKEY_FILE", "KeyPublics", "generate_keys", "read_publics"]
+__all__ = ["CHECKPOINT_FILE", "ISSUER_FILE", "USER_FILE", "XKEY_FILE", "KeyPublics",
+           "ensure_checkpoint_key", "generate_keys", "read_publics"]
 
 ISSUER_FILE = "issuer.nk"
 USER_FILE = "auth-user.nk"
 XKEY_FILE = "xkey.nk"
+CHECKPOINT_FILE = "audit-checkpoint.key"
+_ALL = (ISSUER_FILE, USER_FILE, XKEY_FILE, CHECKPOINT_FILE)
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class KeyPublics:
     issuer_account: str
     auth_user: str
     xkey: str
+    checkpoint: str = ""
 
 
 def _write_secret(path: Path, seed: str) -> None:
@@ -38,24 +43,39 @@ def _write_secret(path: Path, seed: str) -> None:
 
 def generate_keys(directory: Path) -> KeyPublics:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    existing = [name for name in (ISSUER_FILE, USER_FILE, XKEY_FILE) if (directory / name).exists()]
+    existing = [name for name in _ALL if (directory / name).exists()]
     if existing:
         raise ConfigError(f"`{directory / existing[0]}` exists: refusing to overwrite a key")
     issuer = SigningKeyPair.generate(Prefix.ACCOUNT)
     user = SigningKeyPair.generate(Prefix.USER)
     xkey = CurveKeyPair.generate()
+    checkpoint = CheckpointSigner.generate()
     _write_secret(directory / ISSUER_FILE, issuer.seed)
     _write_secret(directory / USER_FILE, user.seed)
     _write_secret(directory / XKEY_FILE, xkey.seed)
-    return KeyPublics(issuer.public_key, user.public_key, xkey.public_key)
+    _write_secret(directory / CHECKPOINT_FILE, checkpoint.seed_hex)
+    return KeyPublics(issuer.public_key, user.public_key, xkey.public_key,
+                      checkpoint.public_key)
+
+
+def ensure_checkpoint_key(directory: Path) -> str:
+    """Create the audit checkpoint key if it is missing (keys made before it existed);
+    returns its public key."""
+    path = directory / CHECKPOINT_FILE
+    if not path.exists():
+        _write_secret(path, CheckpointSigner.generate().seed_hex)
+    return CheckpointSigner.from_seed_hex(path.read_text()).public_key
 
 
 def read_publics(directory: Path) -> KeyPublics:
     def seed(name: str) -> str:
         return (directory / name).read_text().strip()
 
+    checkpoint = directory / CHECKPOINT_FILE
     return KeyPublics(
         SigningKeyPair.from_seed(seed(ISSUER_FILE), Prefix.ACCOUNT).public_key,
         SigningKeyPair.from_seed(seed(USER_FILE), Prefix.USER).public_key,
         CurveKeyPair.from_seed(seed(XKEY_FILE)).public_key,
+        CheckpointSigner.from_seed_hex(seed(CHECKPOINT_FILE)).public_key
+        if checkpoint.exists() else "",
     )

@@ -6,16 +6,23 @@ The only module that wires parts together; each part stays ignorant of the other
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import socket
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
 import uvicorn
 
 from gateway.api.app import create_app
+from gateway.api.auth import ApiAuthenticator
+from gateway.audit.chain import CheckpointSigner
+from gateway.audit.record import AuditRecord
+from gateway.audit.retention import purge
 from gateway.audit.store import AuditStore
 from gateway.audit.writer import AuditWriter
 from gateway.callout.handler import CalloutHandler, HandlerSettings
@@ -39,6 +46,22 @@ class GatewayKeys:
     issuer: SigningKeyPair
     auth_user: SigningKeyPair
     xkey: CurveKeyPair | None
+
+
+def load_checkpoint_signer(settings: GatewaySettings) -> CheckpointSigner | None:
+    path = settings.audit.checkpoint_key_file
+    if path is None:
+        return None
+    try:
+        return CheckpointSigner.from_seed_hex(read_seed(path, "audit checkpoint"))
+    except ValueError as exc:
+        raise ConfigError(f"audit checkpoint key `{path}`: {exc}") from exc
+
+
+def trusted_checkpoint_keys(settings: GatewaySettings) -> tuple[str, ...]:
+    signer = load_checkpoint_signer(settings)
+    own = (signer.public_key,) if signer is not None else ()
+    return own + settings.audit.trusted_checkpoint_keys
 
 
 def load_keys(settings: GatewaySettings) -> GatewayKeys:
@@ -85,12 +108,20 @@ class Gateway:
         self.keys = load_keys(settings)
         self.policies = PolicyHolder(settings.policy.dir)
         self.store = AuditStore(settings.audit.url)
-        self.store.create_schema()
-        self.writer = AuditWriter(self.store)
+        if settings.audit.migrate_on_start:
+            self.store.migrate()
+        instance = settings.instance or f"{socket.gethostname()}:{os.getpid()}"
+        self.signer = load_checkpoint_signer(settings)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.writer = AuditWriter(
+            self.store, instance=instance, signer=self.signer,
+            max_batch=settings.audit.group_commit_max,
+            checkpoint_every=settings.audit.checkpoint_every,
+            checkpoint_interval_seconds=settings.audit.checkpoint_interval_seconds,
+            on_commit=self._stream if settings.audit.stream_subject else None)
         self._http = httpx.AsyncClient(follow_redirects=False)
         self.oidc = OidcVerifier(settings.oidc.issuers, self._http)
         self.aws = StsVerifier(settings.aws, self._http) if settings.aws.enabled else None
-        instance = settings.instance or f"{socket.gethostname()}:{os.getpid()}"
         self.handler = CalloutHandler(
             issuer=self.keys.issuer, xkey=self.keys.xkey,
             verify_identity=_Identities(self.oidc, self.aws).verify,
@@ -106,8 +137,32 @@ class Gateway:
         self._api: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
+
+    def _stream(self, records: Sequence[AuditRecord]) -> None:
+        """Called in the writer thread after a commit: hand the records to the loop."""
+        loop, subject = self._loop, self.settings.audit.stream_subject
+        if loop is None or subject is None:
+            return
+        payloads = [json.dumps(r.as_row(), sort_keys=True).encode() for r in records]
+        for payload in payloads:
+            asyncio.run_coroutine_threadsafe(self.service.publish(subject, payload), loop)
+
+    async def _retain(self, every_seconds: float = 3600.0) -> None:
+        days = self.settings.audit.retention_days
+        while True:
+            if self.signer is None:
+                log.error("audit retention is set but no checkpoint key: nothing purged")
+                return
+            try:
+                await asyncio.to_thread(purge, self.store, self.signer,
+                                        older_than_seconds=days * 86400, now=time.time())
+            except Exception:
+                log.exception("audit purge failed; retrying in an hour")
+            await asyncio.sleep(every_seconds)
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.oidc.warm()
         await self.service.start()
         if self.settings.api.enabled:
@@ -115,6 +170,8 @@ class Gateway:
         interval = self.settings.policy.reload_interval_seconds
         if interval > 0:
             self._watcher = asyncio.create_task(watch_policies(self.policies, interval))
+        if self.settings.audit.retention_days > 0:
+            self._retention = asyncio.create_task(self._retain())
         current = self.policies.current()
         log.info("gateway started: %d policies (%s), issuer %s", len(current.policies),
                  current.content_hash[:19], self.keys.issuer.public_key)
@@ -130,8 +187,17 @@ class Gateway:
 
     async def _start_api(self) -> None:
         api = self.settings.api
-        app = create_app(self.store, admin_token_sha256=api.admin_token_sha256,
-                         policies=self.policies, oidc_issuers=self.settings.oidc.issuers)
+        api_verifier = None
+        if api.oidc is not None:
+            api_verifier = OidcVerifier((api.oidc.issuer,), self._http)
+            await api_verifier.warm()
+        authenticator = ApiAuthenticator(
+            admin_digests=api.admin_token_sha256, auditor_digests=api.auditor_token_sha256,
+            oidc=api.oidc, verifier=api_verifier)
+        app = create_app(self.store, authenticator=authenticator, policies=self.policies,
+                         oidc_issuers=self.settings.oidc.issuers,
+                         checkpoint_signer=self.signer,
+                         trusted_checkpoint_keys=trusted_checkpoint_keys(self.settings))
         config = uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",
                                 lifespan="off")
         self._api = uvicorn.Server(config)
@@ -149,8 +215,9 @@ class Gateway:
         return port
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._retention):
+            if task is not None:
+                task.cancel()
         await self.service.stop()
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from fastapi import FastAPI
 
-from gateway.api.routes import grants, health
+from gateway.api.auth import ApiAuthenticator
+from gateway.api.routes import audit, grants, health
 from gateway.api.routes import policies as policy_routes
+from gateway.audit.chain import CheckpointSigner
 from gateway.audit.store import AuditStore
 from gateway.identity.oidc_config import OidcIssuerConfig
 from gateway.policy.reload import PolicyHolder
@@ -15,15 +15,22 @@ from gateway.policy.reload import PolicyHolder
 __all__ = ["create_app"]
 
 
-def create_app(store: AuditStore, *, admin_token_sha256: tuple[str, ...],
-               policies: PolicyHolder,
-               oidc_issuers: Sequence[OidcIssuerConfig] = ()) -> FastAPI:
-    app = FastAPI(title="nats-gateway audit API", version="1")
+def create_app(store: AuditStore, *, authenticator: ApiAuthenticator, policies: PolicyHolder,
+               oidc_issuers: tuple[OidcIssuerConfig, ...] = (),
+               checkpoint_signer: CheckpointSigner | None = None,
+               trusted_checkpoint_keys: tuple[str, ...] = ()) -> FastAPI:
+    app = FastAPI(title="nats-gateway audit API", version="1",
+                  description="Decisions on record, their integrity, and the policies in "
+                              "force. Bearer tokens: API tokens or OIDC; roles auditor "
+                              "(read) and admin.")
     app.state.store = store
-    app.state.admin_token_sha256 = admin_token_sha256
+    app.state.authenticator = authenticator
     app.state.policies = policies
-    app.state.oidc_issuers = tuple(oidc_issuers)
+    app.state.oidc_issuers = oidc_issuers
+    app.state.checkpoint_signer = checkpoint_signer
+    app.state.trusted_checkpoint_keys = trusted_checkpoint_keys
     app.include_router(health.router)
     app.include_router(grants.router)
+    app.include_router(audit.router)
     app.include_router(policy_routes.router)
     return app

@@ -1,28 +1,21 @@
-"""Shared API dependencies: the store and bearer-token authentication.
-
-Admin tokens are kept only as SHA-256 digests and compared in constant time; a missing
-or wrong token is a 401 that says which, never echoing the token.
-"""
+"""Shared API dependencies: the store, the policies, and the caller's role."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.api.auth import ApiAuthenticator, Caller, NotAuthenticated
 from gateway.audit.store import AuditStore
 from gateway.policy.reload import PolicyHolder
 
-__all__ = ["Authenticated", "Policies", "Store", "token_digest"]
+__all__ = ["Admin", "Auditor", "Policies", "Store"]
 
 _bearer = HTTPBearer(auto_error=False)
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def get_store(request: Request) -> AuditStore:
@@ -35,21 +28,28 @@ def get_policies(request: Request) -> PolicyHolder:
     return holder
 
 
-def require_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bearer token required",
-                            headers=challenge)
-    digest = token_digest(credentials.credentials)
-    known: tuple[str, ...] = request.app.state.admin_token_sha256
-    if not any(hmac.compare_digest(digest, candidate) for candidate in known):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token", headers=challenge)
-    return "admin"
+def _require(role: str) -> Callable[..., Awaitable[Caller]]:
+    async def caller_with_role(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Caller:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bearer token required",
+                                headers=_CHALLENGE)
+        authenticator: ApiAuthenticator = request.app.state.authenticator
+        try:
+            caller = await authenticator.authenticate(credentials.credentials)
+        except NotAuthenticated:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token",
+                                headers=_CHALLENGE) from None
+        if not caller.has(role):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"the `{role}` role is required")
+        return caller
+
+    return caller_with_role
 
 
 Store = Annotated[AuditStore, Depends(get_store)]
 Policies = Annotated[PolicyHolder, Depends(get_policies)]
-Authenticated = Annotated[str, Depends(require_token)]
+Auditor = Annotated[Caller, Depends(_require("auditor"))]
+Admin = Annotated[Caller, Depends(_require("admin"))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["AuditRecord"]
@@ -36,11 +37,21 @@ class AuditRecord:
     expires_at: int | None = None
     policy_ids: tuple[str, ...] = ()
     policy_set_hash: str = ""
+    # Set by the writer when the record joins its instance's hash chain (audit/chain.py).
+    chain_seq: int | None = None
+    prev_hash: str | None = None
+    record_hash: str | None = None
+
+    @property
+    def decided_day(self) -> str:
+        return datetime.fromtimestamp(self.decided_at, UTC).strftime("%Y-%m-%d")
 
     def as_row(self) -> dict[str, Any]:
+        """The stored form: JSON text for structured fields (what the chain hashes)."""
         row = asdict(self)
         row["permissions"] = json.dumps(self.permissions, sort_keys=True)
         row["policy_ids"] = json.dumps(list(self.policy_ids))
+        row["decided_day"] = self.decided_day
         return row
 
     @classmethod

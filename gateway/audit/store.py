@@ -1,25 +1,25 @@
-"""The audit store: one SQL table through SQLAlchemy Core (SQLite default, any URL).
+"""The audit store over SQLAlchemy Core: SQLite (embedded default) or PostgreSQL by URL.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: a committed record survives a power
-cut, which is the promise made before a grant leaves. Reads (the API) and the writer
-thread use separate connections from the pool.
+cut, which is the promise made before a grant leaves. Failures are quick rather than
+long waits, so a decision whose record cannot be committed becomes a deny inside the
+NATS auth timeout: SQLite waits at most 1 s for a lock, PostgreSQL connects within 2 s
+and runs statements within 2 s. ``pool_pre_ping`` makes the pool recover by itself when
+the database comes back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
+    Select,
+    and_,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -28,41 +28,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.audit.migrate import migrate
 from gateway.audit.record import AuditRecord
+from gateway.audit.schema import audit_meta, checkpoints, decisions
 from gateway.errors import AuditUnavailable
 
-__all__ = ["AuditStore", "DecisionQuery"]
-
-metadata = MetaData()
-decisions = Table(
-    "decisions", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("decision_id", String(64), nullable=False, unique=True),
-    Column("decided_at", Float, nullable=False, index=True),
-    Column("decision", String(8), nullable=False),
-    Column("reason_code", String(64), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("method", String(16), nullable=False),
-    Column("principal", Text, nullable=False, index=True),
-    Column("identity_fingerprint", String(80), nullable=False),
-    Column("dag_id", String(250), nullable=False, index=True),
-    Column("task_id", String(250), nullable=False),
-    Column("run_id", String(250), nullable=False),
-    Column("client_host", String(64), nullable=False),
-    Column("client_id", Integer, nullable=False),
-    Column("client_name", Text, nullable=False),
-    Column("client_lang", String(32), nullable=False),
-    Column("client_version", String(32), nullable=False),
-    Column("server_id", String(64), nullable=False),
-    Column("server_name", Text, nullable=False),
-    Column("user_nkey", String(64), nullable=False),
-    Column("permissions", Text, nullable=False),
-    Column("expires_at", Integer, nullable=True),
-    Column("policy_ids", Text, nullable=False),
-    Column("policy_set_hash", String(80), nullable=False),
-    Column("gateway_instance", String(128), nullable=False),
-    Column("latency_ms", Float, nullable=False),
-)
+__all__ = ["AuditStore", "CheckpointRow", "DecisionPage", "DecisionQuery", "decode_cursor",
+           "encode_cursor"]
 
 
 @dataclass(frozen=True)
@@ -73,46 +45,122 @@ class DecisionQuery:
     decision: str | None = None
     method: str | None = None
     principal: str | None = None
+    policy_id: str | None = None
     since: float | None = None
     until: float | None = None
+    before_seq: int | None = None
     limit: int = 100
+
+
+@dataclass(frozen=True)
+class DecisionPage:
+    items: list[AuditRecord]
+    next_before_seq: int | None
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    gateway_instance: str
+    kind: str
+    chain_seq: int
+    record_hash: str
+    created_at: float
+    detail: str
+    public_key: str
+    signature: str
+
+    def as_row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The position a cursor stands for; ValueError for anything we did not issue."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("invalid cursor") from None
+    kind, _, number = raw.partition(":")
+    if kind != "seq" or not number.isdigit():
+        raise ValueError("invalid cursor")
+    return int(number)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA busy_timeout=1000")
     cursor.close()
 
 
+def _engine(url: str) -> Engine:
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True, connect_args={
+            "connect_timeout": 2, "options": "-c statement_timeout=2000"})
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _unavailable(action: str, exc: Exception) -> AuditUnavailable:
+    # The driver's message can hold connection details; the type is enough to act on.
+    return AuditUnavailable(f"audit store {action} failed: {type(exc).__name__}",
+                            code="audit_unavailable")
+
+
 class AuditStore:
-    """Create, append to and read the decisions table."""
+    """Append decisions and checkpoints; read them for the API, export and verify."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine: Engine = _engine(url)
 
-    def create_schema(self) -> None:
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> str | None:
         try:
-            metadata.create_all(self.engine)
+            return migrate(self.engine)
         except SQLAlchemyError as exc:
-            raise AuditUnavailable(f"cannot create the audit schema: {type(exc).__name__}",
-                                   code="audit_unavailable") from exc
+            raise _unavailable("migration", exc) from exc
 
-    def append(self, records: Sequence[AuditRecord]) -> None:
-        """Insert records in one transaction; raises AuditUnavailable if not committed."""
+    def append(self, records: Sequence[AuditRecord],
+               checkpoint: CheckpointRow | None = None) -> None:
+        """Insert records (and a checkpoint) in one transaction, or AuditUnavailable."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(decisions), [r.as_row() for r in records])
+                if records:
+                    conn.execute(insert(decisions), [r.as_row() for r in records])
+                if checkpoint is not None:
+                    conn.execute(insert(checkpoints), [checkpoint.as_row()])
         except SQLAlchemyError as exc:
-            raise AuditUnavailable(f"audit store write failed: {type(exc).__name__}",
-                                   code="audit_unavailable") from exc
+            raise _unavailable("write", exc) from exc
 
-    def query(self, q: DecisionQuery) -> list[AuditRecord]:
-        stmt = select(decisions).order_by(decisions.c.seq.desc()).limit(q.limit)
+    def chain_head(self, instance: str) -> tuple[int, str] | None:
+        """The last (chain_seq, record_hash) of ``instance``, or None for a new chain."""
+        stmt = (select(decisions.c.chain_seq, decisions.c.record_hash)
+                .where(decisions.c.gateway_instance == instance,
+                       decisions.c.chain_seq.is_not(None))
+                .order_by(decisions.c.chain_seq.desc()).limit(1))
+        anchor = (select(checkpoints.c.chain_seq, checkpoints.c.record_hash)
+                  .where(checkpoints.c.gateway_instance == instance,
+                         checkpoints.c.kind == "purge")
+                  .order_by(checkpoints.c.chain_seq.desc()).limit(1))
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(stmt).first() or conn.execute(anchor).first()
+        except SQLAlchemyError as exc:
+            raise _unavailable("read", exc) from exc
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def _filtered(self, q: DecisionQuery) -> Select[Any]:
+        stmt = select(decisions)
         for column, value in (
             (decisions.c.dag_id, q.dag_id), (decisions.c.task_id, q.task_id),
             (decisions.c.run_id, q.run_id), (decisions.c.decision, q.decision),
@@ -120,12 +168,41 @@ class AuditStore:
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
+        if q.policy_id is not None:
+            stmt = stmt.where(decisions.c.policy_ids.contains(f'"{q.policy_id}"',
+                                                              autoescape=True))
         if q.since is not None:
             stmt = stmt.where(decisions.c.decided_at >= q.since)
         if q.until is not None:
             stmt = stmt.where(decisions.c.decided_at < q.until)
+        if q.before_seq is not None:
+            stmt = stmt.where(decisions.c.seq < q.before_seq)
+        return stmt
+
+    def page(self, q: DecisionQuery) -> DecisionPage:
+        """Newest first (by store order, stable under concurrent writes), ``limit`` per
+        page; ``next_before_seq`` continues after the last item, None at the end."""
+        stmt = self._filtered(q).order_by(decisions.c.seq.desc()).limit(q.limit + 1)
         with self.engine.connect() as conn:
-            return [AuditRecord.from_row(dict(row._mapping)) for row in conn.execute(stmt)]
+            rows = [dict(row._mapping) for row in conn.execute(stmt)]
+        more = len(rows) > q.limit
+        rows = rows[: q.limit]
+        return DecisionPage([AuditRecord.from_row(r) for r in rows],
+                            int(rows[-1]["seq"]) if more else None)
+
+    def query(self, q: DecisionQuery) -> list[AuditRecord]:
+        return self.page(q).items
+
+    def iterate(self, q: DecisionQuery, batch: int = 500) -> Iterator[AuditRecord]:
+        """Every matching record, newest first, fetched a page at a time (exports)."""
+        before = q.before_seq
+        while True:
+            page = self.page(DecisionQuery(**{**q.__dict__, "before_seq": before,
+                                              "limit": batch}))
+            yield from page.items
+            if page.next_before_seq is None:
+                return
+            before = page.next_before_seq
 
     def get(self, decision_id: str) -> AuditRecord | None:
         stmt = select(decisions).where(decisions.c.decision_id == decision_id)
@@ -139,6 +216,78 @@ class AuditStore:
             stmt = stmt.where(decisions.c.decision == decision)
         with self.engine.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
+
+    def summary(self, q: DecisionQuery) -> list[dict[str, Any]]:
+        """Counts per day, DAG, task and decision for the filtered records."""
+        base = self._filtered(q).subquery()
+        stmt = (select(base.c.decided_day, base.c.dag_id, base.c.task_id, base.c.decision,
+                       func.count().label("count"))
+                .group_by(base.c.decided_day, base.c.dag_id, base.c.task_id,
+                          base.c.decision)
+                .order_by(base.c.decided_day, base.c.dag_id, base.c.task_id,
+                          base.c.decision))
+        with self.engine.connect() as conn:
+            return [{"day": r[0], "dag_id": r[1], "task_id": r[2], "decision": r[3],
+                     "count": int(r[4])} for r in conn.execute(stmt)]
+
+    # -- verification and retention -----------------------------------------------------
+
+    def chain_rows(self) -> Iterator[dict[str, Any]]:
+        """Every chained row in (instance, chain_seq) order, streamed."""
+        stmt = (select(decisions).where(decisions.c.chain_seq.is_not(None))
+                .order_by(decisions.c.gateway_instance, decisions.c.chain_seq)
+                .execution_options(yield_per=1000))
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                yield dict(row._mapping)
+
+    def unchained_rows(self) -> list[dict[str, Any]]:
+        stmt = select(decisions.c.seq, decisions.c.decision_id).where(
+            decisions.c.chain_seq.is_(None))
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt)]
+
+    def checkpoint_rows(self) -> list[CheckpointRow]:
+        stmt = select(checkpoints).order_by(checkpoints.c.gateway_instance,
+                                            checkpoints.c.chain_seq, checkpoints.c.id)
+        with self.engine.connect() as conn:
+            return [CheckpointRow(**{k: v for k, v in row._mapping.items() if k != "id"})
+                    for row in conn.execute(stmt)]
+
+    def legacy_max_seq(self) -> int:
+        stmt = select(audit_meta.c.value).where(audit_meta.c.key == "legacy_max_seq")
+        with self.engine.connect() as conn:
+            value = conn.execute(stmt).scalar_one_or_none()
+        return int(value) if value is not None else 0
+
+    def purge_through(self, anchors: Sequence[CheckpointRow]) -> int:
+        """Delete each anchor's instance's records up to its chain_seq, and record the
+        signed anchors, in one transaction; returns the number of records deleted."""
+        deleted = 0
+        try:
+            with self.engine.begin() as conn:
+                for anchor in anchors:
+                    result = conn.execute(delete(decisions).where(and_(
+                        decisions.c.gateway_instance == anchor.gateway_instance,
+                        decisions.c.chain_seq <= anchor.chain_seq)))
+                    deleted += result.rowcount or 0
+                    conn.execute(insert(checkpoints), [anchor.as_row()])
+        except SQLAlchemyError as exc:
+            raise _unavailable("purge", exc) from exc
+        return deleted
+
+    def last_before(self, cutoff: float) -> list[tuple[str, int, str]]:
+        """Per instance, the last chained record decided before ``cutoff``."""
+        inner = (select(decisions.c.gateway_instance,
+                        func.max(decisions.c.chain_seq).label("chain_seq"))
+                 .where(decisions.c.decided_at < cutoff, decisions.c.chain_seq.is_not(None))
+                 .group_by(decisions.c.gateway_instance).subquery())
+        stmt = select(decisions.c.gateway_instance, decisions.c.chain_seq,
+                      decisions.c.record_hash).join(inner, and_(
+                          decisions.c.gateway_instance == inner.c.gateway_instance,
+                          decisions.c.chain_seq == inner.c.chain_seq))
+        with self.engine.connect() as conn:
+            return [(str(r[0]), int(r[1]), str(r[2])) for r in conn.execute(stmt)]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,9 +1,13 @@
-"""Group commit: many concurrent decisions share one transaction, each waits for it.
+"""Group commit into a hash chain: concurrent decisions share one transaction.
 
-A dedicated thread drains a queue, appends everything waiting (up to ``max_batch``) in
-one transaction, and then resolves each caller's future: a caller is released only
-after its record is committed, and gets AuditUnavailable if the commit failed, so the
-decision becomes a deny (fail closed, as Vault refuses requests it cannot audit).
+A dedicated thread drains a queue, chains everything waiting (up to ``max_batch``) onto
+this instance's chain, appends it in one transaction (with a signed checkpoint when one
+is due) and then resolves each caller's future: a caller is released only after its
+record is committed, and gets AuditUnavailable if the commit failed, so the decision
+becomes a deny (fail closed, as Vault refuses requests it cannot audit). After a
+failure the chain head is re-read from the store before the next batch, so a commit
+whose outcome was lost cannot fork the chain; when the store comes back, writing
+resumes by itself.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ import asyncio
 import logging
 import queue
 import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
+from gateway.audit.chain import GENESIS, CheckpointSigner, checkpoint_payload, record_hash
 from gateway.audit.record import AuditRecord
-from gateway.audit.store import AuditStore
+from gateway.audit.store import AuditStore, CheckpointRow
 from gateway.errors import AuditUnavailable
 
 __all__ = ["AuditWriter"]
@@ -24,20 +32,39 @@ _Item = tuple[AuditRecord, asyncio.Future[None], asyncio.AbstractEventLoop]
 
 
 class AuditWriter:
-    def __init__(self, store: AuditStore, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, store: AuditStore, *, instance: str, signer: CheckpointSigner | None = None,
+        max_batch: int = 256, checkpoint_every: int = 1000,
+        checkpoint_interval_seconds: float = 60.0,
+        on_commit: Callable[[Sequence[AuditRecord]], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
+        self._instance = instance
+        self._signer = signer
         self._max_batch = max_batch
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_interval = checkpoint_interval_seconds
+        self._on_commit = on_commit
+        self._clock = clock
+        self._head: tuple[int, str] | None = None
+        self._last_checkpoint = (0, clock())
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._closed = False
         self.commits = 0
+        self.records = 0
         self.failures = 0
+        self.checkpoints = 0
         self._thread.start()
 
     async def write(self, record: AuditRecord) -> None:
         """Return once ``record`` is committed; raise AuditUnavailable otherwise."""
         if self._closed:
             raise AuditUnavailable("audit writer is closed", code="audit_unavailable")
+        if record.gateway_instance != self._instance:
+            raise AuditUnavailable("record is for another gateway instance",
+                                   code="audit_unavailable")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._queue.put((record, future, loop))
@@ -59,12 +86,55 @@ class AuditWriter:
             batch.append(item)
         return batch
 
+    def _chain(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        if self._head is None:
+            self._head = self._store.chain_head(self._instance) or (0, GENESIS)
+        seq, previous = self._head
+        chained = []
+        for record in records:
+            seq += 1
+            linked = replace(record, chain_seq=seq, prev_hash=previous, record_hash=None)
+            previous = record_hash(linked.as_row())
+            chained.append(replace(linked, record_hash=previous))
+        return chained
+
+    def _checkpoint(self, head: tuple[int, str], *, force: bool = False) -> CheckpointRow | None:
+        seq, head_hash = head
+        last_seq, last_at = self._last_checkpoint
+        now = self._clock()
+        if self._signer is None or seq == last_seq or seq == 0:
+            return None
+        if not force and seq - last_seq < self._checkpoint_every and (
+                now - last_at < self._checkpoint_interval):
+            return None
+        payload = checkpoint_payload(instance=self._instance, kind="checkpoint",
+                                     chain_seq=seq, record_hash=head_hash, created_at=now,
+                                     detail="")
+        return CheckpointRow(self._instance, "checkpoint", seq, head_hash, now, "",
+                             self._signer.public_key, self._signer.sign(payload))
+
+    def _commit(self, records: Sequence[AuditRecord]) -> None:
+        chained = self._chain(records)
+        head = (chained[-1].chain_seq or 0, chained[-1].record_hash or "")
+        checkpoint = self._checkpoint(head)
+        self._store.append(chained, checkpoint)
+        self._head = head
+        self.commits += 1
+        self.records += len(chained)
+        if checkpoint is not None:
+            self._last_checkpoint = (checkpoint.chain_seq, checkpoint.created_at)
+            self.checkpoints += 1
+        if self._on_commit is not None:
+            try:
+                self._on_commit(chained)
+            except Exception:  # streaming is best effort; the record is already durable
+                log.exception("audit on_commit hook failed")
+
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
             error: AuditUnavailable | None = None
             try:
-                self._store.append([record for record, _, _ in batch])
-                self.commits += 1
+                self._commit([record for record, _, _ in batch])
             except AuditUnavailable as exc:
                 error = exc
             except Exception as exc:  # the writer must survive anything a driver raises
@@ -72,15 +142,32 @@ class AuditWriter:
                 error = AuditUnavailable(f"audit store error: {type(exc).__name__}",
                                          code="audit_unavailable")
             if error is not None:
+                self._head = None  # re-read before the next batch: the commit may have landed
                 self.failures += len(batch)
+                log.error("audit write of %d record(s) failed: %s", len(batch),
+                          error.description)
             for _, future, loop in batch:
                 try:
                     loop.call_soon_threadsafe(_settle, future, error)
                 except RuntimeError:  # the caller's loop is gone; nobody waits any more
                     log.warning("audit caller loop closed before its commit was reported")
+        self._final_checkpoint()
+
+    def _final_checkpoint(self) -> None:
+        """On shutdown, sign the chain's end, so a later truncation is detectable."""
+        if self._head is None:
+            return
+        checkpoint = self._checkpoint(self._head, force=True)
+        if checkpoint is None:
+            return
+        try:
+            self._store.append([], checkpoint)
+            self.checkpoints += 1
+        except AuditUnavailable as exc:
+            log.warning("final audit checkpoint not written: %s", exc.description)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Flush what is queued, then stop the thread."""
+        """Flush what is queued, write a final checkpoint, then stop the thread."""
         if not self._closed:
             self._closed = True
             self._queue.put(None)

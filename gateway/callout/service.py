@@ -69,6 +69,11 @@ class CalloutService:
             except Exception:  # one request must never take the service down
                 log.exception("failed to answer an auth request")
 
+    async def publish(self, subject: str, payload: bytes) -> None:
+        """Publish on the gateway's own connection (audit streaming); dropped when down."""
+        if self._nc is not None and self._nc.is_connected:
+            await self._nc.publish(subject, payload)
+
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop taking requests, let in-flight ones finish, then close."""
         if self._nc is None:

@@ -17,12 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.api.deps import token_digest
+from gateway.api.auth import token_digest
 from gateway.config import GatewaySettings, load_settings
 from gateway.dev.issuer import DevIssuer
 from gateway.dev.natsserver import NatsServer
 from gateway.errors import ConfigError
-from gateway.keyfiles import ISSUER_FILE, USER_FILE, XKEY_FILE, generate_keys, read_publics
+from gateway.keyfiles import (
+    CHECKPOINT_FILE,
+    ISSUER_FILE,
+    USER_FILE,
+    XKEY_FILE,
+    ensure_checkpoint_key,
+    generate_keys,
+    read_publics,
+)
 from gateway.natsconf import CalloutServerConfig, render_callout_config
 
 __all__ = ["DEV_AUDIENCE", "DevEnvironment", "read_dev_state"]
@@ -53,6 +61,7 @@ class DevEnvironment:
         keys_dir = self.state_dir / "keys"
         if not (keys_dir / ISSUER_FILE).exists():
             generate_keys(keys_dir)
+        ensure_checkpoint_key(keys_dir)
         publics = read_publics(keys_dir)
         self.issuer = DevIssuer().start()
         server_config = render_callout_config(CalloutServerConfig(
@@ -84,6 +93,7 @@ dir = "{self.policy_dir.resolve()}"
 
 [audit]
 url = "sqlite:///{(self.state_dir / 'audit.db').resolve()}"
+checkpoint_key_file = "{keys_dir / CHECKPOINT_FILE}"
 
 [api]
 host = "127.0.0.1"

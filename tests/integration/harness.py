@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 from nats.aio.client import Client
 
-from gateway.api.deps import token_digest
+from gateway.api.auth import token_digest
 from gateway.config import GatewaySettings
 from gateway.dev.issuer import DevIssuer
 from gateway.dev.natsserver import NatsServer
-from gateway.keyfiles import ISSUER_FILE, USER_FILE, XKEY_FILE, generate_keys
+from gateway.keyfiles import CHECKPOINT_FILE, ISSUER_FILE, USER_FILE, XKEY_FILE, generate_keys
 from gateway.natsconf import CalloutServerConfig, render_callout_config
 from gateway.runtime import Gateway
 
@@ -83,7 +83,8 @@ def settings_dict(
         "keys": {"issuer_seed_file": str(keys / ISSUER_FILE),
                  **({"xkey_seed_file": str(keys / XKEY_FILE)} if xkey else {})},
         "policy": {"dir": str(tmp / "policies")},
-        "audit": {"url": f"sqlite:///{audit_db}"},
+        "audit": {"url": f"sqlite:///{audit_db}",
+                  "checkpoint_key_file": str(keys / CHECKPOINT_FILE)},
         "api": {"host": "127.0.0.1", "port": 0,
                 "admin_token_sha256": [token_digest(admin_token)]},
         "oidc": {"issuers": [{"name": "test", "issuer": issuer, "audiences": [AUDIENCE],

@@ -1,16 +1,22 @@
-"""``/v1/grants``: the decisions on record, newest first."""
+"""``/v1/grants``: the decisions on record, newest first, with filters, cursor paging,
+streaming export (CSV, JSON Lines) and a per-day summary. Role: auditor."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from gateway.api.deps import Authenticated, Store
+from gateway.api.deps import Auditor, Store
 from gateway.audit.record import AuditRecord
-from gateway.audit.store import DecisionQuery
+from gateway.audit.store import DecisionQuery, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1/grants", tags=["audit"])
 
@@ -37,6 +43,8 @@ class DecisionOut(BaseModel):
     policy_set_hash: str
     gateway_instance: str
     latency_ms: float
+    chain_seq: int | None
+    record_hash: str | None
 
     @classmethod
     def of(cls, r: AuditRecord) -> DecisionOut:
@@ -53,33 +61,126 @@ class DecisionOut(BaseModel):
             else datetime.fromtimestamp(r.expires_at, UTC),
             policy_ids=list(r.policy_ids), policy_set_hash=r.policy_set_hash,
             gateway_instance=r.gateway_instance, latency_ms=round(r.latency_ms, 3),
+            chain_seq=r.chain_seq, record_hash=r.record_hash,
         )
 
 
 class DecisionList(BaseModel):
     items: list[DecisionOut]
+    next_cursor: str | None
+
+
+class SummaryRow(BaseModel):
+    day: str | None
+    dag_id: str
+    task_id: str
+    decision: str
+    count: int
+
+
+class Summary(BaseModel):
+    rows: list[SummaryRow]
+
+
+def _query(dag: str | None, task: str | None, run: str | None, decision: str | None,
+           method: str | None, principal: str | None, policy: str | None,
+           since: datetime | None, until: datetime | None, limit: int = 100,
+           cursor: str | None = None) -> DecisionQuery:
+    try:
+        before = decode_cursor(cursor) if cursor else None
+    except ValueError:
+        raise HTTPException(400, "invalid cursor: pass a `next_cursor` you got") from None
+    return DecisionQuery(
+        dag_id=dag, task_id=task, run_id=run, decision=decision, method=method,
+        principal=principal, policy_id=policy,
+        since=since.timestamp() if since else None,
+        until=until.timestamp() if until else None, before_seq=before, limit=limit)
+
+
+Decision = Literal["grant", "deny"]
 
 
 @router.get("", response_model=DecisionList)
 def list_grants(
-    store: Store, _: Authenticated,
+    store: Store, _: Auditor,
     dag: str | None = None, task: str | None = None, run: str | None = None,
-    decision: Literal["grant", "deny"] | None = None, method: str | None = None,
-    principal: str | None = None,
+    decision: Decision | None = None, method: str | None = None,
+    principal: str | None = None, policy: str | None = None,
     since: datetime | None = None, until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> DecisionList:
-    query = DecisionQuery(
-        dag_id=dag, task_id=task, run_id=run, decision=decision, method=method,
-        principal=principal, since=since.timestamp() if since else None,
-        until=until.timestamp() if until else None, limit=limit,
-    )
-    return DecisionList(items=[DecisionOut.of(r) for r in store.query(query)])
+    """Decisions newest first; follow `next_cursor` for the next page (stable while new
+    decisions arrive: they never shift a page)."""
+    page = store.page(_query(dag, task, run, decision, method, principal, policy, since,
+                             until, limit, cursor))
+    return DecisionList(
+        items=[DecisionOut.of(r) for r in page.items],
+        next_cursor=None if page.next_before_seq is None
+        else encode_cursor(page.next_before_seq))
+
+
+_CSV_FIELDS = ["decision_id", "decided_at", "decision", "reason_code", "reason", "method",
+               "principal", "identity_fingerprint", "dag_id", "task_id", "run_id",
+               "client_host", "client_id", "client_name", "client_lang", "client_version",
+               "server_id", "server_name", "user_nkey", "permissions", "expires_at",
+               "policy_ids", "policy_set_hash", "gateway_instance", "latency_ms", "chain_seq",
+               "record_hash"]
+
+
+def _csv_lines(records: Iterator[AuditRecord]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for record in records:
+        row = record.as_row()
+        row["decided_at"] = datetime.fromtimestamp(record.decided_at, UTC).isoformat()
+        writer.writerow(row)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _json_lines(records: Iterator[AuditRecord]) -> Iterator[str]:
+    for record in records:
+        yield DecisionOut.of(record).model_dump_json() + "\n"
+
+
+@router.get("/export")
+def export_grants(
+    store: Store, _: Auditor, format: Literal["csv", "jsonl"] = "jsonl",
+    dag: str | None = None, task: str | None = None, run: str | None = None,
+    decision: Decision | None = None, method: str | None = None,
+    principal: str | None = None, policy: str | None = None,
+    since: datetime | None = None, until: datetime | None = None,
+) -> StreamingResponse:
+    """Every matching decision, streamed (no size limit, constant memory)."""
+    records = store.iterate(_query(dag, task, run, decision, method, principal, policy,
+                                   since, until))
+    if format == "csv":
+        return StreamingResponse(_csv_lines(records), media_type="text/csv",
+                                 headers={"Content-Disposition": "attachment; "
+                                          "filename=decisions.csv"})
+    return StreamingResponse(_json_lines(records), media_type="application/x-ndjson")
+
+
+@router.get("/summary", response_model=Summary)
+def summarise(
+    store: Store, _: Auditor,
+    dag: str | None = None, task: str | None = None, decision: Decision | None = None,
+    method: str | None = None, principal: str | None = None, policy: str | None = None,
+    since: datetime | None = None, until: datetime | None = None,
+) -> Summary:
+    """Counts per day (UTC), DAG, task and decision."""
+    rows = store.summary(_query(dag, task, None, decision, method, principal, policy, since,
+                                until))
+    return Summary(rows=[SummaryRow(**row) for row in rows])
 
 
 @router.get("/{decision_id}", response_model=DecisionOut)
-def get_grant(decision_id: str, store: Store, _: Authenticated) -> DecisionOut:
+def get_grant(decision_id: str, store: Store, _: Auditor) -> DecisionOut:
     record = store.get(decision_id)
     if record is None:
-        raise HTTPException(404, f"no decision `{decision_id[:64]}`")
+        raise HTTPException(404, f"no decision `{json.dumps(decision_id[:64])}`")
     return DecisionOut.of(record)

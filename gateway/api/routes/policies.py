@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
-from gateway.api.deps import Authenticated, Policies
+from gateway.api.deps import Auditor, Policies
 from gateway.errors import GatewayError
 from gateway.identity.oidc_config import OidcIssuerConfig
 from gateway.policy.explain import ExplainRequest, explain, explanation_dict
@@ -15,13 +15,13 @@ router = APIRouter(prefix="/v1", tags=["policies"])
 
 
 @router.get("/policies")
-def policies(_: Authenticated, holder: Policies) -> dict[str, Any]:
+def policies(_: Auditor, holder: Policies) -> dict[str, Any]:
     """The policy set in force, its content hash, and the last reload error if any."""
     return holder.status()
 
 
 @router.post("/explain")
-def explain_request(body: ExplainRequest, request: Request, _: Authenticated,
+def explain_request(body: ExplainRequest, request: Request, _: Auditor,
                     holder: Policies) -> dict[str, Any]:
     """Which policies would match this identity and scope, why the others would not, and
     the exact permissions and TTL the gateway would grant. Nothing is granted or audited."""
