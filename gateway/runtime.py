@@ -129,6 +129,7 @@ class Gateway:
             settings=HandlerSettings(
                 target_account=settings.nats.target_account,
                 identity_timeout_seconds=settings.oidc.identity_timeout_seconds,
+                auth_timeout_seconds=settings.nats.auth_timeout_seconds,
                 instance=instance),
         )
         self.service = CalloutService(

@@ -4,8 +4,8 @@ SQLite runs in WAL mode with ``synchronous=FULL``: a committed record survives a
 cut, which is the promise made before a grant leaves. Failures are quick rather than
 long waits, so a decision whose record cannot be committed becomes a deny inside the
 NATS auth timeout: SQLite waits at most 1 s for a lock, PostgreSQL connects within 2 s
-and runs statements within 2 s. ``pool_pre_ping`` makes the pool recover by itself when
-the database comes back.
+(libpq's minimum) and runs statements within 1 s. ``pool_pre_ping`` makes the pool
+recover by itself when the database comes back.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _engine(url: str) -> Engine:
     if url.startswith("postgresql"):
         return create_engine(url, pool_pre_ping=True, connect_args={
-            "connect_timeout": 2, "options": "-c statement_timeout=2000"})
+            "connect_timeout": 2, "options": "-c statement_timeout=1000"})
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

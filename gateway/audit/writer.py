@@ -28,13 +28,13 @@ from gateway.errors import AuditUnavailable
 __all__ = ["AuditWriter"]
 
 log = logging.getLogger(__name__)
-_Item = tuple[AuditRecord, asyncio.Future[None], asyncio.AbstractEventLoop]
+_Item = tuple[AuditRecord, float | None, asyncio.Future[None], asyncio.AbstractEventLoop]
 
 
 class AuditWriter:
     def __init__(
         self, store: AuditStore, *, instance: str, signer: CheckpointSigner | None = None,
-        max_batch: int = 256, checkpoint_every: int = 1000,
+        max_batch: int = 256, checkpoint_every: int = 1000, commit_budget_seconds: float = 1.2,
         checkpoint_interval_seconds: float = 60.0,
         on_commit: Callable[[Sequence[AuditRecord]], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -43,6 +43,7 @@ class AuditWriter:
         self._instance = instance
         self._signer = signer
         self._max_batch = max_batch
+        self._commit_budget = commit_budget_seconds
         self._checkpoint_every = checkpoint_every
         self._checkpoint_interval = checkpoint_interval_seconds
         self._on_commit = on_commit
@@ -58,8 +59,13 @@ class AuditWriter:
         self.checkpoints = 0
         self._thread.start()
 
-    async def write(self, record: AuditRecord) -> None:
-        """Return once ``record`` is committed; raise AuditUnavailable otherwise."""
+    async def write(self, record: AuditRecord, deadline: float | None = None) -> None:
+        """Return once ``record`` is committed; raise AuditUnavailable otherwise.
+
+        With a ``deadline`` (epoch seconds), a record whose commit could not start with
+        ``commit_budget_seconds`` to spare is refused instead of written late: the store's
+        own timeouts (SQLite lock wait 1 s, PostgreSQL statements 1 s) fit in the budget,
+        so a "grant" is never recorded after the answer could still matter."""
         if self._closed:
             raise AuditUnavailable("audit writer is closed", code="audit_unavailable")
         if record.gateway_instance != self._instance:
@@ -67,7 +73,7 @@ class AuditWriter:
                                    code="audit_unavailable")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.put((record, future, loop))
+        self._queue.put((record, deadline, future, loop))
         await future
 
     def _next_batch(self) -> list[_Item] | None:
@@ -130,11 +136,27 @@ class AuditWriter:
             except Exception:  # streaming is best effort; the record is already durable
                 log.exception("audit on_commit hook failed")
 
+    def _refuse_late(self, batch: list[_Item]) -> list[_Item]:
+        now = self._clock()
+        late = [i for i in batch if i[1] is not None and i[1] - now < self._commit_budget]
+        if late:
+            self.failures += len(late)
+            log.error("audit: %d record(s) refused, too late to commit before their "
+                      "deadline (the store is slow or down)", len(late))
+            error = AuditUnavailable("audit store could not commit in time",
+                                     code="audit_timeout")
+            for _, _, future, loop in late:
+                _report(future, loop, error)
+        return [i for i in batch if i not in late]
+
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
+            batch = self._refuse_late(batch)
+            if not batch:
+                continue
             error: AuditUnavailable | None = None
             try:
-                self._commit([record for record, _, _ in batch])
+                self._commit([record for record, _, _, _ in batch])
             except AuditUnavailable as exc:
                 error = exc
             except Exception as exc:  # the writer must survive anything a driver raises
@@ -146,11 +168,8 @@ class AuditWriter:
                 self.failures += len(batch)
                 log.error("audit write of %d record(s) failed: %s", len(batch),
                           error.description)
-            for _, future, loop in batch:
-                try:
-                    loop.call_soon_threadsafe(_settle, future, error)
-                except RuntimeError:  # the caller's loop is gone; nobody waits any more
-                    log.warning("audit caller loop closed before its commit was reported")
+            for _, _, future, loop in batch:
+                _report(future, loop, error)
         self._final_checkpoint()
 
     def _final_checkpoint(self) -> None:
@@ -172,6 +191,14 @@ class AuditWriter:
             self._closed = True
             self._queue.put(None)
             self._thread.join(timeout)
+
+
+def _report(future: asyncio.Future[None], loop: asyncio.AbstractEventLoop,
+            error: AuditUnavailable | None) -> None:
+    try:
+        loop.call_soon_threadsafe(_settle, future, error)
+    except RuntimeError:  # the caller's loop is gone; nobody waits any more
+        log.warning("audit caller loop closed before its commit was reported")
 
 
 def _settle(future: asyncio.Future[None], error: AuditUnavailable | None) -> None:

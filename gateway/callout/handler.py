@@ -43,13 +43,17 @@ SERVER_XKEY_HEADER = "Nats-Server-Xkey"
 MAX_REASON = 200
 
 IdentityVerifier = Callable[[CredentialEnvelope], Awaitable[Identity]]
-AuditSink = Callable[[AuditRecord], Awaitable[None]]
+# (record, deadline): the sink must commit before the deadline (epoch seconds) or refuse.
+AuditSink = Callable[[AuditRecord, float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class HandlerSettings:
     target_account: str = "APP"
     identity_timeout_seconds: float = 1.0
+    # nats-server's auth timeout: a record committed after it could say "grant" for a
+    # connection the server already refused, so the audit sink gets this deadline.
+    auth_timeout_seconds: float = 2.0
     instance: str = field(default_factory=lambda: f"gw-{uuid.uuid4().hex[:8]}")
 
 
@@ -57,6 +61,7 @@ class HandlerSettings:
 class _Context:
     decision_id: str
     started: float
+    received_at: float
     request: AuthorizationRequest | None = None
     envelope: CredentialEnvelope | None = None
     identity: Identity | None = None
@@ -84,7 +89,8 @@ class CalloutHandler:
 
     async def handle(self, data: bytes, headers: Mapping[str, str] | None) -> bytes | None:
         """The response bytes to send, or None when the request cannot be answered."""
-        ctx = _Context(decision_id=uuid.uuid4().hex, started=time.perf_counter())
+        ctx = _Context(decision_id=uuid.uuid4().hex, started=time.perf_counter(),
+                       received_at=self._clock())
         try:
             ctx.request = self._open_and_verify(data, headers or {}, ctx)
         except RequestError as exc:
@@ -145,7 +151,7 @@ class CalloutHandler:
         response = encode_grant_response(
             user_nkey=request.user_nkey, server_id=request.server.id, user_jwt=user_jwt,
             signer=self._issuer, now=now)
-        await self._audit(self._record(ctx, "grant", "granted", "granted"))
+        await self._audit(self._record(ctx, "grant", "granted", "granted"), self._deadline(ctx))
         return response
 
     async def _identity(self, envelope: CredentialEnvelope) -> Identity:
@@ -176,10 +182,14 @@ class CalloutHandler:
     async def _audit_deny(self, ctx: _Context, error: GatewayError) -> None:
         log.info("deny %s %s", ctx.decision_id, _reason(error))
         try:
-            await self._audit(self._record(ctx, "deny", error.code, error.description))
+            await self._audit(self._record(ctx, "deny", error.code, error.description),
+                              self._deadline(ctx))
         except AuditUnavailable as exc:
             # Still a deny: nothing is granted. Operators see the failure in the log.
             log.error("deny %s could not be audited: %s", ctx.decision_id, exc.description)
+
+    def _deadline(self, ctx: _Context) -> float:
+        return ctx.received_at + self._settings.auth_timeout_seconds
 
     def _seal(self, response: str, ctx: _Context) -> bytes:
         if self._xkey is None or ctx.server_xkey is None:

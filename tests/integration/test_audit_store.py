@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import column, delete, insert, select, table, text, update
 
 from gateway.audit.chain import CheckpointSigner, record_hash
 from gateway.audit.record import AuditRecord
@@ -181,8 +181,8 @@ def test_a_store_from_release_0_1_is_adopted(tmp_path: Path) -> None:
         conn.execute(text("DROP TABLE alembic_version"))
         row = {k: v for k, v in _record(1).as_row().items()
                if k not in {"decided_day", "chain_seq", "prev_hash", "record_hash"}}
-        conn.execute(text(f"INSERT INTO decisions ({', '.join(row)}) VALUES "
-                          f"({', '.join(':' + k for k in row)})"), row)
+        old_shape = table("decisions", *(column(name) for name in row))
+        conn.execute(insert(old_shape), [row])
     old.close()
     store = AuditStore(url)
     try:
