@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -237,3 +238,27 @@ async def test_no_grant_without_a_record_while_the_database_is_down(
     finally:
         store.close()
     assert report.ok, report.problems  # the chain did not fork across the outage
+
+
+async def test_committed_records_are_streamed_on_nats(stack: Stack) -> None:
+    """With audit.stream_subject set, each record is published after it commits, for a
+    SIEM (or Airflow) subscribed in the gateway's auth account."""
+    from nats.aio.client import Client
+
+    from gateway.keyfiles import USER_FILE
+
+    settings = stack.settings().audit.model_dump()
+    await stack.start_gateway(audit={**settings, "stream_subject": "audit.decisions"})
+    siem = Client()
+    await siem.connect(stack.nats_url, nkeys_seed=str(stack.keys / USER_FILE))
+    try:
+        feed = await siem.subscribe("audit.decisions")
+        await siem.flush()
+        assert await _worker(stack, "load")
+        first = json.loads((await feed.next_msg(timeout=3)).data)
+        assert first["decision"] == "grant" and first["task_id"] == "load"
+        assert first["record_hash"].startswith("sha256:") and "token" not in json.dumps(first)
+    finally:
+        await siem.close()
+        assert stack.gateway is not None
+        await stack.gateway.stop()
