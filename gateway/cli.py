@@ -93,10 +93,12 @@ async def _run_gateway(settings: GatewaySettings, on_started: str = "") -> None:
 
 def _keys_generate(out: Path) -> int:
     publics = generate_keys(out)
-    print(f"wrote {out}/issuer.nk, auth-user.nk, xkey.nk (mode 0600; keep them secret)")
+    print(f"wrote {out}/issuer.nk, auth-user.nk, xkey.nk, audit-checkpoint.key "
+          "(mode 0600; keep them secret)")
     print(f"issuer account (auth_callout.issuer): {publics.issuer_account}")
     print(f"auth user nkey (auth_callout.auth_users): {publics.auth_user}")
     print(f"xkey (auth_callout.xkey):                 {publics.xkey}")
+    print(f"audit checkpoint key (audit.checkpoint_key_file): {publics.checkpoint}")
     return 0
 
 

@@ -190,12 +190,13 @@ def test_keys_generate_and_nats_config_make_a_config_nats_server_accepts(
                           capture_output=True, text=True, timeout=30, check=True)
     assert "issuer account" in made.stdout
     assert all((keys / name).stat().st_mode & 0o077 == 0
-               for name in ("issuer.nk", "auth-user.nk", "xkey.nk"))
+               for name in ("issuer.nk", "auth-user.nk", "xkey.nk", "audit-checkpoint.key"))
+    assert "audit checkpoint key (audit.checkpoint_key_file): ed25519:" in made.stdout
     again = subprocess.run([*CLI, "keys", "generate", "--out", str(keys)],
                            capture_output=True, text=True, timeout=30, check=False)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
-    seed = (keys / "issuer.nk").read_text().strip()
-    assert seed not in made.stdout
+    for secret in ("issuer.nk", "audit-checkpoint.key"):
+        assert (keys / secret).read_text().strip() not in made.stdout
 
     config = tmp_path / "gateway.toml"
     config.write_text('[nats]\nuser_seed_file = "keys/auth-user.nk"\n'
