@@ -195,6 +195,7 @@ def test_keys_generate_and_nats_config_make_a_config_nats_server_accepts(
     again = subprocess.run([*CLI, "keys", "generate", "--out", str(keys)],
                            capture_output=True, text=True, timeout=30, check=False)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    seed = (keys / "issuer.nk").read_text().strip()
     for secret in ("issuer.nk", "audit-checkpoint.key"):
         assert (keys / secret).read_text().strip() not in made.stdout
 
