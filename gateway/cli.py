@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,6 +24,7 @@ from gateway.cli_policy import add_policy_commands, run_policy_command
 from gateway.config import GatewaySettings, load_settings, read_seed
 from gateway.errors import ConfigError, GatewayError
 from gateway.keyfiles import generate_keys
+from gateway.logs import configure_logging
 from gateway.natsconf import CalloutServerConfig, render_callout_config
 from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
 
@@ -35,7 +36,10 @@ DEFAULT_DEV_DIR = Path(".nats-gateway/dev")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nats-gateway", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default=os.environ.get("NATS_GATEWAY_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        default=os.environ.get("NATS_GATEWAY_LOG_FORMAT", "text"),
+                        help="json: one object per line (for log pipelines)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway from a config file")
@@ -191,9 +195,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per JWKS fetch is noise
+    configure_logging(args.log_level, args.log_format)
     try:
         return _dispatch(args)
     except GatewayError as exc:

@@ -33,6 +33,7 @@ from gateway.errors import ConfigError, CredentialError
 from gateway.identity.aws_sts import StsVerifier
 from gateway.identity.model import Identity
 from gateway.identity.oidc import OidcVerifier
+from gateway.metrics import Metrics, StateCollector
 from gateway.natsjwt.nkeys import CurveKeyPair, InvalidNkey, Prefix, SigningKeyPair
 from gateway.policy.reload import PolicyHolder, watch_policies
 
@@ -105,6 +106,7 @@ class Gateway:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
+        self.metrics = Metrics()
         self.keys = load_keys(settings)
         self.policies = PolicyHolder(settings.policy.dir)
         self.store = AuditStore(settings.audit.url)
@@ -121,7 +123,8 @@ class Gateway:
             on_commit=self._stream if settings.audit.stream_subject else None)
         self._http = httpx.AsyncClient(follow_redirects=False)
         self.oidc = OidcVerifier(settings.oidc.issuers, self._http)
-        self.aws = StsVerifier(settings.aws, self._http) if settings.aws.enabled else None
+        self.aws = (StsVerifier(settings.aws, self._http, metrics=self.metrics)
+                    if settings.aws.enabled else None)
         self.handler = CalloutHandler(
             issuer=self.keys.issuer, xkey=self.keys.xkey,
             verify_identity=_Identities(self.oidc, self.aws).verify,
@@ -131,10 +134,13 @@ class Gateway:
                 identity_timeout_seconds=settings.oidc.identity_timeout_seconds,
                 auth_timeout_seconds=settings.nats.auth_timeout_seconds,
                 instance=instance),
+            metrics=self.metrics,
         )
         self.service = CalloutService(
             self.handler, url=settings.nats.url, user_seed=self.keys.auth_user.seed,
-            queue_group=settings.nats.queue_group, max_in_flight=settings.nats.max_in_flight)
+            queue_group=settings.nats.queue_group, max_in_flight=settings.nats.max_in_flight,
+            metrics=self.metrics)
+        self.metrics.registry.register(StateCollector(self))
         self._api: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -196,6 +202,7 @@ class Gateway:
             admin_digests=api.admin_token_sha256, auditor_digests=api.auditor_token_sha256,
             oidc=api.oidc, verifier=api_verifier)
         app = create_app(self.store, authenticator=authenticator, policies=self.policies,
+                         readiness=self.readiness, metrics=self.metrics.registry,
                          oidc_issuers=self.settings.oidc.issuers,
                          checkpoint_signer=self.signer,
                          trusted_checkpoint_keys=trusted_checkpoint_keys(self.settings))
@@ -207,6 +214,16 @@ class Gateway:
             if self._api_task.done():
                 raise ConfigError(f"audit api could not bind {api.host}:{api.port}")
             await asyncio.sleep(0.02)
+
+    async def readiness(self) -> dict[str, bool]:
+        """What /readyz reports: each check must hold for the gateway to take requests."""
+        store_ok = await asyncio.to_thread(self.store.ping)
+        return {
+            "nats_connected": self.service.connected,
+            "subscribed": self.service.subscribed,
+            "policies_loaded": self.policies.current() is not None,
+            "audit_store_writable": store_ok and self.writer.healthy,
+        }
 
     @property
     def api_port(self) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from gateway.api.auth import ApiAuthenticator
 from gateway.api.routes import audit, grants, health
@@ -18,7 +21,9 @@ __all__ = ["create_app"]
 def create_app(store: AuditStore, *, authenticator: ApiAuthenticator, policies: PolicyHolder,
                oidc_issuers: tuple[OidcIssuerConfig, ...] = (),
                checkpoint_signer: CheckpointSigner | None = None,
-               trusted_checkpoint_keys: tuple[str, ...] = ()) -> FastAPI:
+               trusted_checkpoint_keys: tuple[str, ...] = (),
+               readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None,
+               metrics: CollectorRegistry | None = None) -> FastAPI:
     app = FastAPI(title="nats-gateway audit API", version="1",
                   description="Decisions on record, their integrity, and the policies in "
                               "force. Bearer tokens: API tokens or OIDC; roles auditor "
@@ -29,6 +34,8 @@ def create_app(store: AuditStore, *, authenticator: ApiAuthenticator, policies: 
     app.state.oidc_issuers = oidc_issuers
     app.state.checkpoint_signer = checkpoint_signer
     app.state.trusted_checkpoint_keys = trusted_checkpoint_keys
+    app.state.readiness = readiness
+    app.state.metrics = metrics
     app.include_router(health.router)
     app.include_router(grants.router)
     app.include_router(audit.router)

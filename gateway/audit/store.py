@@ -289,5 +289,14 @@ class AuditStore:
         with self.engine.connect() as conn:
             return [(str(r[0]), int(r[1]), str(r[2])) for r in conn.execute(stmt)]
 
+    def ping(self) -> bool:
+        """Is the store reachable right now? (For readiness; never raises.)"""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+        except SQLAlchemyError:
+            return False
+        return True
+
     def close(self) -> None:
         self.engine.dispose()

@@ -57,7 +57,13 @@ class AuditWriter:
         self.records = 0
         self.failures = 0
         self.checkpoints = 0
+        self._last_ok = True
         self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed commit until the next successful one."""
+        return self._last_ok
 
     async def write(self, record: AuditRecord, deadline: float | None = None) -> None:
         """Return once ``record`` is committed; raise AuditUnavailable otherwise.
@@ -163,6 +169,7 @@ class AuditWriter:
                 log.exception("unexpected audit store error")
                 error = AuditUnavailable(f"audit store error: {type(exc).__name__}",
                                          code="audit_unavailable")
+            self._last_ok = error is None
             if error is not None:
                 self._head = None  # re-read before the next batch: the commit may have landed
                 self.failures += len(batch)

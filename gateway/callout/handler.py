@@ -18,11 +18,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.audit.record import AuditRecord
 from gateway.envelope import CredentialEnvelope, parse_envelope
 from gateway.errors import AuditUnavailable, GatewayError, IdentityUnavailable, RequestError
 from gateway.identity.model import Identity, fingerprint
+from gateway.metrics import Metrics
 from gateway.natsjwt.claims import (
     AuthorizationRequest,
     UserGrant,
@@ -77,7 +79,7 @@ class CalloutHandler:
         self, *, issuer: SigningKeyPair, xkey: CurveKeyPair | None,
         verify_identity: IdentityVerifier, policies: Callable[[], PolicySet],
         audit: AuditSink, settings: HandlerSettings,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
     ) -> None:
         self._issuer = issuer
         self._xkey = xkey
@@ -86,6 +88,7 @@ class CalloutHandler:
         self._audit = audit
         self._settings = settings
         self._clock = clock
+        self._metrics = metrics
 
     async def handle(self, data: bytes, headers: Mapping[str, str] | None) -> bytes | None:
         """The response bytes to send, or None when the request cannot be answered."""
@@ -138,21 +141,54 @@ class CalloutHandler:
             raise RequestError(f"cannot open encrypted request: {exc}",
                                code="xkey_open_failed") from exc
 
+    def _step(self, name: str, started: float) -> float:
+        now = time.perf_counter()
+        if self._metrics is not None:
+            self._metrics.step_seconds.labels(name).observe(now - started)
+        return now
+
+    def _count(self, result: str, method: str, reason: str, ctx: _Context) -> None:
+        if self._metrics is not None:
+            self._metrics.decisions.labels(result, method or "none", reason).inc()
+            self._step("total", ctx.started)
+
     async def _decide_and_grant(self, ctx: _Context, request: AuthorizationRequest) -> str:
         now = int(self._clock())
         ctx.envelope = parse_envelope(request.connect.auth_token)
+        mark = time.perf_counter()
         ctx.identity = await self._identity(ctx.envelope)
+        mark = self._step("identity", mark)
         # One set per decision: a reload mid-request must not mix two sets in one record.
         ctx.policy_set = self._policies()
         client = ClientConnection.from_client_info(
             request.client.host, request.client.kind, request.client.type)
         ctx.decision = decide(ctx.policy_set, ctx.identity, ctx.envelope.scope, client, now)
+        mark = self._step("policy", mark)
         user_jwt = encode_user_jwt(self._grant(request, ctx), self._issuer, now=now)
         response = encode_grant_response(
             user_nkey=request.user_nkey, server_id=request.server.id, user_jwt=user_jwt,
             signer=self._issuer, now=now)
+        mark = self._step("sign", mark)
         await self._audit(self._record(ctx, "grant", "granted", "granted"), self._deadline(ctx))
+        self._step("audit", mark)
+        self._count("grant", ctx.envelope.method, "granted", ctx)
+        log.info("grant %s", ctx.decision_id, extra={"decision": self._log_fields(ctx)})
         return response
+
+    def _log_fields(self, ctx: _Context, error: GatewayError | None = None) -> dict[str, Any]:
+        """One structured line per decision: ids and codes, never credentials."""
+        scope = ctx.envelope.scope if ctx.envelope else None
+        return {
+            "decision_id": ctx.decision_id,
+            "result": "deny" if error else "grant",
+            "reason_code": error.code if error else "granted",
+            "method": ctx.envelope.method if ctx.envelope else "",
+            "principal": ctx.identity.principal if ctx.identity else "",
+            "dag_id": scope.dag_id if scope else "", "task_id": scope.task_id if scope else "",
+            "client_host": ctx.request.client.host if ctx.request else "",
+            "policy_ids": list(ctx.decision.policy_ids) if ctx.decision else [],
+            "latency_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
+        }
 
     async def _identity(self, envelope: CredentialEnvelope) -> Identity:
         try:
@@ -180,7 +216,9 @@ class CalloutHandler:
             error=_reason(error), signer=self._issuer, now=int(self._clock()))
 
     async def _audit_deny(self, ctx: _Context, error: GatewayError) -> None:
-        log.info("deny %s %s", ctx.decision_id, _reason(error))
+        log.info("deny %s %s", ctx.decision_id, _reason(error),
+                 extra={"decision": self._log_fields(ctx, error)})
+        self._count("deny", ctx.envelope.method if ctx.envelope else "", error.code, ctx)
         try:
             await self._audit(self._record(ctx, "deny", error.code, error.description),
                               self._deadline(ctx))

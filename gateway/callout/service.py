@@ -16,6 +16,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from gateway.callout.handler import CalloutHandler
+from gateway.metrics import Metrics
 
 __all__ = ["AUTH_SUBJECT", "CalloutService"]
 
@@ -27,8 +28,9 @@ class CalloutService:
     def __init__(
         self, handler: CalloutHandler, *, url: str, user_seed: str,
         queue_group: str = "nats-gateway", max_in_flight: int = 256,
-        name: str = "nats-gateway",
+        name: str = "nats-gateway", metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._handler = handler
         self._url = url
         self._seed = user_seed
@@ -37,12 +39,18 @@ class CalloutService:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._nc: Client | None = None
+        self._subscribed = False
         self.handled = 0
         self._stopping = False
 
     @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
+
+    @property
+    def subscribed(self) -> bool:
+        # nats-py resubscribes by itself after a reconnect; while away, nothing is served.
+        return self.connected and self._subscribed
 
     async def start(self) -> None:
         self._nc = await nats.connect(
@@ -52,6 +60,8 @@ class CalloutService:
             reconnected_cb=self._on_reconnect,
         )
         await self._nc.subscribe(AUTH_SUBJECT, queue=self._queue, cb=self._on_message)
+        await self._nc.flush()
+        self._subscribed = True
         log.info("subscribed to %s in queue group %s", AUTH_SUBJECT, self._queue)
 
     async def _on_message(self, msg: Msg) -> None:
@@ -61,6 +71,8 @@ class CalloutService:
 
     async def _serve(self, msg: Msg) -> None:
         async with self._slots:
+            if self._metrics is not None:
+                self._metrics.in_flight.inc()
             try:
                 reply = await self._handler.handle(msg.data, msg.headers)
                 if reply is not None and msg.reply:
@@ -68,6 +80,9 @@ class CalloutService:
                 self.handled += 1
             except Exception:  # one request must never take the service down
                 log.exception("failed to answer an auth request")
+            finally:
+                if self._metrics is not None:
+                    self._metrics.in_flight.dec()
 
     async def publish(self, subject: str, payload: bytes) -> None:
         """Publish on the gateway's own connection (audit streaming); dropped when down."""
@@ -79,6 +94,7 @@ class CalloutService:
         if self._nc is None:
             return
         self._stopping = True
+        self._subscribed = False
         try:
             await self._nc.drain()
         except Exception:  # already closed or disconnected

@@ -95,6 +95,13 @@ class NatsServer:
         self.port = self._wait_for_port(ports_dir, timeout)
         return self
 
+    def restart(self, timeout: float = 10.0) -> NatsServer:
+        """Start again on the same port (as after a crash or an upgrade)."""
+        self.stop()
+        self.config_text = re.sub(r'listen: "([^"]*):-1"', rf'listen: "\1:{self.port}"',
+                                  self.config_text)
+        return self.start(timeout)
+
     def _wait_for_port(self, ports_dir: Path, timeout: float) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -27,6 +27,7 @@ from gateway.identity.aws_proof import SIGNING_WINDOW_SECONDS, STS_BODY, check_p
 from gateway.identity.model import Identity, fingerprint
 from gateway.identity.oidc_config import is_loopback_url
 from gateway.identity.replay import ReplayCache
+from gateway.metrics import Metrics
 
 __all__ = ["AwsIamSettings", "StsVerifier"]
 
@@ -117,7 +118,9 @@ def _sts_error_code(response: httpx.Response) -> str:
 
 class StsVerifier:
     def __init__(self, settings: AwsIamSettings, http: httpx.AsyncClient, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
         self._settings = settings
         self._http = http
         self._clock = clock
@@ -134,7 +137,7 @@ class StsVerifier:
         window_end = checked.signed_at + timedelta(seconds=SIGNING_WINDOW_SECONDS)
         self._replay.use(fingerprint(checked.signature), expires=window_end.timestamp(),
                          now=now)
-        arn, user_id, account = await self._call_sts(checked.headers)
+        arn, user_id, account = await self._timed_sts_call(checked.headers)
         caller = parse_caller_arn(arn)
         if caller.account != account:
             raise IdentityUnavailable("sts answer's account does not match its arn",
@@ -145,6 +148,21 @@ class StsVerifier:
         return iam_identity(caller, user_id=user_id,
                             expires=int(now) + settings.max_identity_seconds,
                             proof_fingerprint=fingerprint(proof))
+
+    async def _timed_sts_call(self, headers: dict[str, str]) -> tuple[str, str, str]:
+        started = time.perf_counter()
+        result = "error"
+        try:
+            answer = await self._call_sts(headers)
+            result = "ok"
+            return answer
+        except (IdentityError, IdentityUnavailable) as exc:
+            result = exc.code
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.sts_calls.labels(result).inc()
+                self._metrics.sts_seconds.observe(time.perf_counter() - started)
 
     async def _call_sts(self, headers: dict[str, str]) -> tuple[str, str, str]:
         settings = self._settings

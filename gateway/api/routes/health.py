@@ -1,18 +1,20 @@
-"""``/healthz`` (the process is alive) and ``/readyz`` (what the gateway is serving with).
+"""``/healthz`` (alive), ``/readyz`` (able to take requests) and ``/metrics``.
 
-Neither needs authentication, so neither shows more than status: counts and hashes, no
-policy contents, error text or identities (those are on the authenticated
-``GET /v1/policies`` and in the log). ``/readyz`` answers 200 while a good policy set is in
-force, with ``"status": "degraded"`` and the reload error when a newer edit was refused:
-the gateway keeps deciding with the last good set, and taking it out of service would
-deny every worker for an operator's typo.
+None needs authentication, so none shows more than status: checks, counts and hashes;
+no policy contents, error text or identities (those are on the authenticated
+``GET /v1/policies`` and in the log). ``/readyz`` answers 503 unless the gateway is
+connected to NATS and subscribed, has a policy set, and can write its audit store. An
+invalid policy edit does not make it unready: the last good set stays in force, and
+``"status": "degraded"`` with the failure count says so; taking the gateway out of
+service would deny every worker over one typo.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.deps import Policies
 
@@ -25,11 +27,17 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(holder: Policies) -> dict[str, Any]:
+async def readyz(request: Request, response: Response, holder: Policies) -> dict[str, Any]:
+    readiness = request.app.state.readiness
+    checks: dict[str, bool] = await readiness() if readiness is not None else {}
     status = holder.status()
     error = status["last_error"]
+    ready = all(checks.values())
+    if not ready:
+        response.status_code = 503
     return {
-        "status": "ready" if error is None else "degraded",
+        "status": "not_ready" if not ready else "ready" if error is None else "degraded",
+        "checks": checks,
         "policy": {
             "status": status["status"],
             "content_hash": status["content_hash"],
@@ -42,3 +50,11 @@ def readyz(holder: Policies) -> dict[str, Any]:
             },
         },
     }
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics
+    if registry is None:
+        return Response(status_code=404)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
