@@ -78,11 +78,14 @@ async def test_every_filter(api_stack: tuple[Stack, str]) -> None:
     for params, expected in cases:
         items = (await _get(stack, "/v1/grants", **params))["items"]
         assert len(items) == expected, params
+    # Times are shown to the microsecond and stored finer: bound them half a millisecond
+    # away (decisions here are milliseconds apart).
     newest = datetime.fromisoformat(everything[0]["decided_at"])
     oldest = datetime.fromisoformat(everything[-1]["decided_at"])
-    after = (await _get(stack, "/v1/grants", since=newest.isoformat()))["items"]
+    edge = (newest - timedelta(microseconds=500)).isoformat()
+    after = (await _get(stack, "/v1/grants", since=edge))["items"]
     assert [i["decision_id"] for i in after] == [everything[0]["decision_id"]]
-    before = (await _get(stack, "/v1/grants", until=newest.isoformat()))["items"]
+    before = (await _get(stack, "/v1/grants", until=edge))["items"]
     assert len(before) == 6
     window = (await _get(stack, "/v1/grants", since=(oldest - timedelta(seconds=1)).isoformat(),
                          until=(newest + timedelta(seconds=1)).isoformat()))["items"]
