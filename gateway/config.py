@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
 from gateway.identity.aws_sts import AwsIamSettings
@@ -96,7 +97,26 @@ class OidcSettings(_Section):
     identity_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
 
 
-class GatewaySettings(_Section):
+ENV_PREFIX = "NATS_GATEWAY_"
+
+
+class GatewaySettings(BaseSettings):
+    """The file's values, overridden by ``NATS_GATEWAY_<SECTION>__<KEY>`` variables
+    (lists and objects as JSON, e.g. ``NATS_GATEWAY_API__ADMIN_TOKEN_SHA256='["..."]'``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True,
+        case_sensitive=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file (passed in as init values); no .env files.
+        return env_settings, init_settings
+
     nats: NatsSettings
     keys: KeySettings
     policy: PolicySettings = PolicySettings()
@@ -143,9 +163,10 @@ def load_settings(path: Path) -> GatewaySettings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config `{path}` is not valid toml: {exc}") from exc
     try:
-        settings = GatewaySettings.model_validate(data)
+        settings = GatewaySettings(**data)
     except ValidationError as exc:
-        raise ConfigError(f"config `{path}`: {_describe(exc)}") from exc
+        raise ConfigError(f"config `{path}` (and {ENV_PREFIX}* variables): "
+                          f"{_describe(exc)}") from exc
     return settings.resolved(path.parent.resolve())
 
 
