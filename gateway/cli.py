@@ -1,6 +1,6 @@
 """The `nats-gateway` command: the only module that prints.
 
-    nats-gateway serve --config FILE
+    nats-gateway serve --config FILE [--workers N]
     nats-gateway keys generate --out DIR
     nats-gateway nats-config --config FILE [--listen HOST:PORT]
     nats-gateway dev [--state-dir DIR] [--api-port N] [--no-xkey]
@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway from a config file")
     serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="run N processes in the queue group (worker 0 serves the API)")
 
     keys = commands.add_parser("keys", help="manage the gateway's keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -179,6 +181,12 @@ def _dev_token(args: argparse.Namespace) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
+        if args.workers > 1:
+            from gateway.supervisor import supervise
+
+            load_settings(args.config)  # fail here, once, on a bad config
+            return supervise(args.config, args.workers, log_level=args.log_level,
+                             log_format=args.log_format)
         return _serve(args.config)
     if args.command == "keys":
         return _keys_generate(args.out)

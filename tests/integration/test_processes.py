@@ -127,6 +127,37 @@ async def test_sighup_reloads_policies_in_a_serve_process(plain_stack: Stack) ->
         _stop(proc)
 
 
+async def test_serve_workers_run_in_the_queue_group_and_stop_together(
+        plain_stack: Stack) -> None:
+    data = settings_dict(plain_stack.tmp, plain_stack.keys, plain_stack.nats_url,
+                         plain_stack.issuer.issuer, xkey=True,
+                         audit_db=plain_stack.tmp / "workers.db",
+                         admin_token=plain_stack.admin_token)
+    config = plain_stack.tmp / "workers.toml"
+    config.write_text(_toml(data))
+    proc = subprocess.Popen([*CLI, "--log-level", "INFO", "serve", "--config", str(config),
+                             "--workers", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        _wait_for_line(proc, "gateway started")
+        _wait_for_line(proc, "gateway started")
+
+        async def one() -> None:
+            envelope = oidc_envelope(plain_stack.token(), dag_id="etl", task_id="load")
+            nc = await connect(plain_stack.nats_url, envelope)
+            await nc.close()
+
+        await asyncio.gather(*(one() for _ in range(40)))
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
+    store = AuditStore(f"sqlite:///{plain_stack.tmp / 'workers.db'}")
+    records = store.query(DecisionQuery(limit=1000))
+    store.close()
+    assert sum(r.decision == "grant" for r in records) == 40
+    assert len({r.gateway_instance for r in records}) == 2  # both workers served
+
+
 async def test_two_serve_processes_share_the_queue_group(plain_stack: Stack) -> None:
     replicas = [_start_replica(plain_stack, name) for name in ("replica-a", "replica-b")]
     try:
