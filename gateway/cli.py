@@ -16,6 +16,7 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--task", required=True)
     token.add_argument("--run", default=None)
     token.add_argument("--subject", default=None, help="token subject (default: client id)")
+    sample = dev_commands.add_parser(
+        "issuer", help="run only the sample OIDC issuer (for the compose stack)")
+    sample.add_argument("--listen", default="0.0.0.0:9000", help="HOST:PORT")
+    sample.add_argument("--public-url", required=True,
+                        help="the issuer URL clients and the gateway use, e.g. http://oidc:9000")
 
     add_policy_commands(commands)
     add_audit_commands(commands)
@@ -179,6 +185,26 @@ def _dev_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_issuer(listen: str, public_url: str) -> int:
+    """The sample issuer alone; its client secret comes from NATS_GATEWAY_SAMPLE_CLIENT_SECRET
+    (a sample credential, set in the compose file)."""
+    from gateway.dev.issuer import DevIssuer
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--listen `{listen}` must be HOST:PORT")
+    secret = os.environ.get("NATS_GATEWAY_SAMPLE_CLIENT_SECRET")
+    issuer = DevIssuer(host=host, port=int(port), public_url=public_url,
+                       client_secret=secret).start()
+    print(f"sample OIDC issuer {issuer.issuer} listening on {listen}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    issuer.stop()
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         if args.workers > 1:
@@ -198,6 +224,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_audit_command(args)
     if args.command == "dev" and args.dev_command == "token":
         return _dev_token(args)
+    if args.command == "dev" and args.dev_command == "issuer":
+        return _dev_issuer(args.listen, args.public_url)
     return _dev(args)
 
 

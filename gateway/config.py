@@ -81,6 +81,8 @@ class ApiSettings(_Section):
         default=(), description="hex SHA-256 of each admin bearer token")
     auditor_token_sha256: tuple[str, ...] = Field(
         default=(), description="hex SHA-256 of each auditor (read-only) bearer token")
+    admin_token_file: Path | None = Field(
+        default=None, description="a file holding one admin token (mode 0600), hashed at start")
     oidc: ApiOidcSettings | None = None
 
     @field_validator("admin_token_sha256", "auditor_token_sha256")
@@ -143,6 +145,9 @@ class GatewaySettings(BaseSettings):
                 "issuer_seed_file": fix(self.keys.issuer_seed_file),
                 "xkey_seed_file": fix(xkey) if xkey else None}),
             "policy": self.policy.model_copy(update={"dir": fix(self.policy.dir)}),
+            "api": self.api.model_copy(update={
+                "admin_token_file": fix(self.api.admin_token_file)
+                if self.api.admin_token_file else None}),
             "audit": self.audit.model_copy(update={
                 "url": audit_url,
                 "checkpoint_key_file": fix(checkpoint_key) if checkpoint_key else None}),

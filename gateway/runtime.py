@@ -19,7 +19,7 @@ import httpx
 import uvicorn
 
 from gateway.api.app import create_app
-from gateway.api.auth import ApiAuthenticator
+from gateway.api.auth import ApiAuthenticator, token_digest
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.record import AuditRecord
 from gateway.audit.retention import purge
@@ -198,8 +198,11 @@ class Gateway:
         if api.oidc is not None:
             api_verifier = OidcVerifier((api.oidc.issuer,), self._http)
             await api_verifier.warm()
+        admin_digests = api.admin_token_sha256
+        if api.admin_token_file is not None:
+            admin_digests += (token_digest(read_seed(api.admin_token_file, "admin token")),)
         authenticator = ApiAuthenticator(
-            admin_digests=api.admin_token_sha256, auditor_digests=api.auditor_token_sha256,
+            admin_digests=admin_digests, auditor_digests=api.auditor_token_sha256,
             oidc=api.oidc, verifier=api_verifier)
         app = create_app(self.store, authenticator=authenticator, policies=self.policies,
                          readiness=self.readiness, metrics=self.metrics.registry,

@@ -88,8 +88,10 @@ class DevIssuer:
         algorithm: str = "RS256",
         client_id: str = "airflow-worker",
         client_secret: str | None = None,
+        public_url: str | None = None,
     ) -> None:
         self._host, self._port = host, port
+        self._public_url = public_url.rstrip("/") if public_url else None
         self.algorithm = _checked_algorithm(algorithm)
         self.client_id = client_id
         self._client_secret = (
@@ -115,7 +117,7 @@ class DevIssuer:
         server = _Server((self._host, self._port), _handler_for(self))
         port = server.server_address[1]
         host = f"[{self._host}]" if ":" in self._host else self._host
-        self._url = f"http://{host}:{port}"
+        self._url = self._public_url or f"http://{host}:{port}"
         # stop() waits up to one poll interval; the default 0.5 s adds up over a test suite.
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,

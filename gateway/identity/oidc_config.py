@@ -44,6 +44,9 @@ class OidcIssuerConfig(BaseModel):
     jwks_refresh_seconds: float = Field(default=300.0, gt=0)
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
     http_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    allow_plain_http: bool = Field(
+        default=False, description="accept http:// off loopback: sample stacks only (the "
+                                   "compose file's sample issuer); never for a real IdP")
 
     @field_validator("algorithms")
     @classmethod
@@ -59,7 +62,8 @@ class OidcIssuerConfig(BaseModel):
             if url is None:
                 continue
             scheme = urlsplit(url).scheme
-            if scheme == "https" or (scheme == "http" and is_loopback_url(url)):
+            if scheme == "https" or (scheme == "http" and (
+                    is_loopback_url(url) or self.allow_plain_http)):
                 continue
             raise ValueError(f"`{url}` must use https (http only on loopback)")
         return self

@@ -50,6 +50,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "api.port": (9000, 9001),
     "api.admin_token_sha256": ([HEX_A], [HEX_B]),
     "api.auditor_token_sha256": ([HEX_B], [HEX_A]),
+    "api.admin_token_file": ("admin-f.token", "admin-e.token"),
     "api.oidc.issuer": (ISSUER_A, ISSUER_B),
     "api.oidc.roles_claim": ("/groups", "/roles"),
     "api.oidc.auditor_values": (["a1"], ["a2"]),
@@ -73,9 +74,10 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "oidc.issuers[].jwks_refresh_seconds": (60, 120),
     "oidc.issuers[].jwks_refetch_cooldown_seconds": (5, 10),
     "oidc.issuers[].http_timeout_seconds": (0.5, 2.0),
+    "oidc.issuers[].allow_plain_http": (True, False),
 }
 PATHS = {"nats.user_seed_file", "keys.issuer_seed_file", "keys.xkey_seed_file", "policy.dir",
-         "audit.checkpoint_key_file"}
+         "audit.checkpoint_key_file", "api.admin_token_file"}
 
 
 def _documented() -> set[str]:
