@@ -24,7 +24,7 @@ from gateway.cli_audit import add_audit_commands, run_audit_command
 from gateway.cli_policy import add_policy_commands, run_policy_command
 from gateway.config import GatewaySettings, load_settings, read_seed
 from gateway.errors import ConfigError, GatewayError
-from gateway.keyfiles import generate_keys
+from gateway.keyfiles import generate_keys, generate_operator_keys
 from gateway.logs import configure_logging
 from gateway.natsconf import CalloutServerConfig, render_callout_config
 from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
@@ -52,10 +52,21 @@ def _parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_commands.add_parser("generate", help="create issuer, auth user and xkey")
     generate.add_argument("--out", type=Path, required=True)
+    generate.add_argument("--operator", action="store_true",
+                          help="also the operator-mode keys: operator, system account, and "
+                               "a key and signing key per target account")
+    generate.add_argument("--accounts", default="APP",
+                          help="operator mode: comma-separated target account names")
 
     nats_config = commands.add_parser("nats-config", help="print the nats-server config")
     nats_config.add_argument("--config", type=Path, required=True)
     nats_config.add_argument("--listen", default="0.0.0.0:4222", help="HOST:PORT")
+    nats_config.add_argument("--out", type=Path,
+                             help="operator mode: directory for nats-server.conf, "
+                                  "gateway.jwt and worker.creds")
+    nats_config.add_argument("--keys", type=Path,
+                             help="operator mode: keys directory (default: the issuer "
+                                  "seed's directory)")
 
     dev = commands.add_parser("dev", help="run everything locally on embedded defaults")
     dev.add_argument("--state-dir", type=Path, default=DEFAULT_DEV_DIR)
@@ -103,8 +114,12 @@ async def _run_gateway(settings: GatewaySettings, on_started: str = "") -> None:
         await gateway.stop()
 
 
-def _keys_generate(out: Path) -> int:
+def _keys_generate(out: Path, operator: bool, accounts: str) -> int:
     publics = generate_keys(out)
+    if operator:
+        names = [a.strip() for a in accounts.split(",") if a.strip()]
+        for file, public in generate_operator_keys(out, names).items():
+            print(f"{file}: {public}")
     print(f"wrote {out}/issuer.nk, auth-user.nk, xkey.nk, audit-checkpoint.key "
           "(mode 0600; keep them secret)")
     print(f"issuer account (auth_callout.issuer): {publics.issuer_account}")
@@ -114,8 +129,21 @@ def _keys_generate(out: Path) -> int:
     return 0
 
 
-def _nats_config(config: Path, listen: str) -> int:
+def _nats_config(config: Path, listen: str, out: Path | None, keys: Path | None) -> int:
     settings = load_settings(config)
+    host, _, port = listen.rpartition(":")
+    if not host or not port.lstrip("-").isdigit():
+        raise ConfigError(f"--listen `{listen}` must be HOST:PORT")
+    if settings.nats.mode == "operator":
+        from gateway.operator_setup import write_operator_files
+
+        if out is None:
+            raise ConfigError("operator mode writes several files: pass --out DIR")
+        files = write_operator_files(settings, keys or settings.keys.issuer_seed_file.parent,
+                                     out, host=host, port=int(port))
+        print(f"wrote {files.server_config} (nats-server -c), {files.gateway_jwt} "
+              f"(nats.user_jwt_file), {files.worker_creds} (workers' sentinel, mode 0600)")
+        return 0
     issuer = SigningKeyPair.from_seed(read_seed(settings.keys.issuer_seed_file, "issuer"),
                                       Prefix.ACCOUNT)
     user = SigningKeyPair.from_seed(read_seed(settings.nats.user_seed_file, "nats user"),
@@ -123,10 +151,9 @@ def _nats_config(config: Path, listen: str) -> int:
     xkey = None
     if settings.keys.xkey_seed_file is not None:
         xkey = CurveKeyPair.from_seed(read_seed(settings.keys.xkey_seed_file, "xkey"))
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--listen `{listen}` must be HOST:PORT")
     print(render_callout_config(CalloutServerConfig(
+        extra_accounts=tuple(sorted(settings.nats.account_names
+                                    - {settings.nats.target_account})),
         issuer_account=issuer.public_key, auth_user_nkey=user.public_key,
         target_account=settings.nats.target_account, auth_account=settings.nats.auth_account,
         xkey=xkey.public_key if xkey else None, host=host, port=int(port),
@@ -215,9 +242,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                              log_format=args.log_format)
         return _serve(args.config)
     if args.command == "keys":
-        return _keys_generate(args.out)
+        return _keys_generate(args.out, args.operator, args.accounts)
     if args.command == "nats-config":
-        return _nats_config(args.config, args.listen)
+        return _nats_config(args.config, args.listen, args.out, args.keys)
     if args.command == "policy":
         return run_policy_command(args)
     if args.command == "audit":

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
@@ -24,14 +32,53 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TargetAccount(_Section):
+    """An account granted users may be placed in (``account:`` in a policy)."""
+
+    public_key: str | None = Field(
+        default=None, description="operator mode: the account's public key (A...); default: "
+                                  "the signing key's own public key")
+    signing_key_file: Path | None = Field(
+        default=None, description="operator mode: seed of the account key or one of its "
+                                  "signing keys; user JWTs are signed with it")
+
+
 class NatsSettings(_Section):
     url: str = "nats://127.0.0.1:4222"
+    mode: Literal["config", "operator"] = Field(
+        default="config", description="config: accounts in nats-server.conf; operator: "
+                                      "decentralized JWT accounts")
     user_seed_file: Path = Field(description="the gateway's own NATS user nkey seed (U...)")
+    user_jwt_file: Path | None = Field(
+        default=None, description="operator mode: the gateway user's JWT (from nats-config)")
     queue_group: str = "nats-gateway"
     target_account: str = "APP"
     auth_account: str = "AUTH"
+    accounts: dict[str, TargetAccount] = Field(
+        default_factory=dict, description="target accounts by name; `target_account` is the "
+                                          "default, policies may name others")
     auth_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     max_in_flight: int = Field(default=256, gt=0)
+
+    @model_validator(mode="after")
+    def _operator_mode_needs_keys(self) -> NatsSettings:
+        if self.mode != "operator":
+            return self
+        if self.user_jwt_file is None:
+            raise ValueError("operator mode needs `user_jwt_file` (nats-gateway nats-config "
+                             "--mode operator writes it)")
+        if self.target_account not in self.accounts:
+            raise ValueError(f"operator mode needs `accounts.{self.target_account}` with its "
+                             "signing_key_file")
+        for name, account in self.accounts.items():
+            if account.signing_key_file is None:
+                raise ValueError(f"`accounts.{name}.signing_key_file` is required in "
+                                 "operator mode")
+        return self
+
+    @property
+    def account_names(self) -> frozenset[str]:
+        return frozenset({self.target_account, *self.accounts})
 
 
 class KeySettings(_Section):
@@ -140,7 +187,14 @@ class GatewaySettings(BaseSettings):
         xkey = self.keys.xkey_seed_file
         checkpoint_key = self.audit.checkpoint_key_file
         return self.model_copy(update={
-            "nats": self.nats.model_copy(update={"user_seed_file": fix(self.nats.user_seed_file)}),
+            "nats": self.nats.model_copy(update={
+                "user_seed_file": fix(self.nats.user_seed_file),
+                "user_jwt_file": fix(self.nats.user_jwt_file) if self.nats.user_jwt_file
+                else None,
+                "accounts": {name: account.model_copy(update={
+                    "signing_key_file": fix(account.signing_key_file)
+                    if account.signing_key_file else None})
+                    for name, account in self.nats.accounts.items()}}),
             "keys": self.keys.model_copy(update={
                 "issuer_seed_file": fix(self.keys.issuer_seed_file),
                 "xkey_seed_file": fix(xkey) if xkey else None}),

@@ -14,8 +14,20 @@ from gateway.audit.chain import CheckpointSigner
 from gateway.errors import ConfigError
 from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
 
-__all__ = ["CHECKPOINT_FILE", "ISSUER_FILE", "USER_FILE", "XKEY_FILE", "KeyPublics",
-           "ensure_checkpoint_key", "generate_keys", "read_publics"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "ISSUER_FILE",
+    "OPERATOR_FILE",
+    "SYSTEM_ACCOUNT_FILE",
+    "USER_FILE",
+    "XKEY_FILE",
+    "KeyPublics",
+    "account_files",
+    "ensure_checkpoint_key",
+    "generate_keys",
+    "generate_operator_keys",
+    "read_publics",
+]
 
 ISSUER_FILE = "issuer.nk"
 USER_FILE = "auth-user.nk"
@@ -56,6 +68,32 @@ def generate_keys(directory: Path) -> KeyPublics:
     _write_secret(directory / CHECKPOINT_FILE, checkpoint.seed_hex)
     return KeyPublics(issuer.public_key, user.public_key, xkey.public_key,
                       checkpoint.public_key)
+
+
+OPERATOR_FILE = "operator.nk"
+SYSTEM_ACCOUNT_FILE = "system-account.nk"
+
+
+def account_files(name: str) -> tuple[str, str]:
+    """(account key file, signing key file) of a target account in operator mode."""
+    return f"account-{name}.nk", f"account-{name}-signing.nk"
+
+
+def generate_operator_keys(directory: Path, accounts: list[str]) -> dict[str, str]:
+    """Operator mode: the operator, the system account, and for each target account its
+    key and a signing key (users are signed by the signing key, so the account key itself
+    can stay offline). Returns public keys by file name."""
+    files = [OPERATOR_FILE, SYSTEM_ACCOUNT_FILE] + [f for a in accounts for f in account_files(a)]
+    existing = [name for name in files if (directory / name).exists()]
+    if existing:
+        raise ConfigError(f"`{directory / existing[0]}` exists: refusing to overwrite a key")
+    publics = {}
+    for name in files:
+        prefix = Prefix.OPERATOR if name == OPERATOR_FILE else Prefix.ACCOUNT
+        pair = SigningKeyPair.generate(prefix)
+        _write_secret(directory / name, pair.seed)
+        publics[name] = pair.public_key
+    return publics
 
 
 def ensure_checkpoint_key(directory: Path) -> str:

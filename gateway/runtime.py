@@ -25,7 +25,7 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.retention import purge
 from gateway.audit.store import AuditStore
 from gateway.audit.writer import AuditWriter
-from gateway.callout.handler import CalloutHandler, HandlerSettings
+from gateway.callout.handler import AccountSigner, CalloutHandler, HandlerSettings
 from gateway.callout.service import CalloutService
 from gateway.config import GatewaySettings, read_seed
 from gateway.envelope import CredentialEnvelope
@@ -63,6 +63,22 @@ def trusted_checkpoint_keys(settings: GatewaySettings) -> tuple[str, ...]:
     signer = load_checkpoint_signer(settings)
     own = (signer.public_key,) if signer is not None else ()
     return own + settings.audit.trusted_checkpoint_keys
+
+
+def load_operator_accounts(settings: GatewaySettings) -> dict[str, AccountSigner]:
+    """Operator mode: each target account's public key and the key signing its users."""
+    if settings.nats.mode != "operator":
+        return {}
+    accounts = {}
+    for name, account in settings.nats.accounts.items():
+        assert account.signing_key_file is not None  # enforced by the settings model
+        try:
+            signer = SigningKeyPair.from_seed(
+                read_seed(account.signing_key_file, f"account {name} signing"), Prefix.ACCOUNT)
+        except InvalidNkey as exc:
+            raise ConfigError(f"account {name}: signing key is not an account seed") from exc
+        accounts[name] = AccountSigner(account.public_key or signer.public_key, signer)
+    return accounts
 
 
 def load_keys(settings: GatewaySettings) -> GatewayKeys:
@@ -131,6 +147,8 @@ class Gateway:
             policies=self.policies.current, audit=self.writer.write,
             settings=HandlerSettings(
                 target_account=settings.nats.target_account,
+                account_names=settings.nats.account_names,
+                operator_accounts=load_operator_accounts(settings),
                 identity_timeout_seconds=settings.oidc.identity_timeout_seconds,
                 auth_timeout_seconds=settings.nats.auth_timeout_seconds,
                 instance=instance),
@@ -139,7 +157,9 @@ class Gateway:
         self.service = CalloutService(
             self.handler, url=settings.nats.url, user_seed=self.keys.auth_user.seed,
             queue_group=settings.nats.queue_group, max_in_flight=settings.nats.max_in_flight,
-            metrics=self.metrics)
+            metrics=self.metrics,
+            user_credentials=(str(settings.nats.user_jwt_file), str(settings.nats.user_seed_file))
+            if settings.nats.mode == "operator" else None)
         self.metrics.registry.register(StateCollector(self))
         self._api: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None

@@ -22,7 +22,13 @@ from typing import Any
 
 from gateway.audit.record import AuditRecord
 from gateway.envelope import CredentialEnvelope, parse_envelope
-from gateway.errors import AuditUnavailable, GatewayError, IdentityUnavailable, RequestError
+from gateway.errors import (
+    AuditUnavailable,
+    GatewayError,
+    IdentityUnavailable,
+    PolicyDenied,
+    RequestError,
+)
 from gateway.identity.model import Identity, fingerprint
 from gateway.metrics import Metrics
 from gateway.natsjwt.claims import (
@@ -38,7 +44,7 @@ from gateway.natsjwt.xkey import XKeyError, open_sealed, seal
 from gateway.policy.decide import ClientConnection, Decision, decide
 from gateway.policy.load import PolicySet
 
-__all__ = ["SERVER_XKEY_HEADER", "CalloutHandler", "HandlerSettings"]
+__all__ = ["SERVER_XKEY_HEADER", "AccountSigner", "CalloutHandler", "HandlerSettings"]
 
 log = logging.getLogger(__name__)
 SERVER_XKEY_HEADER = "Nats-Server-Xkey"
@@ -49,9 +55,21 @@ IdentityVerifier = Callable[[CredentialEnvelope], Awaitable[Identity]]
 AuditSink = Callable[[AuditRecord, float], Awaitable[None]]
 
 
+@dataclass(frozen=True, repr=False)
+class AccountSigner:
+    """Operator mode: a target account and the key that signs its users."""
+
+    public_key: str
+    signer: SigningKeyPair
+
+
 @dataclass(frozen=True)
 class HandlerSettings:
     target_account: str = "APP"
+    # Config mode: the names users may be placed in (target_account included).
+    # Operator mode: name -> AccountSigner; the users' JWTs are signed by that account.
+    account_names: frozenset[str] = frozenset({"APP"})
+    operator_accounts: Mapping[str, AccountSigner] = field(default_factory=dict)
     identity_timeout_seconds: float = 1.0
     # nats-server's auth timeout: a record committed after it could say "grant" for a
     # connection the server already refused, so the audit sink gets this deadline.
@@ -164,7 +182,8 @@ class CalloutHandler:
             request.client.host, request.client.kind, request.client.type)
         ctx.decision = decide(ctx.policy_set, ctx.identity, ctx.envelope.scope, client, now)
         mark = self._step("policy", mark)
-        user_jwt = encode_user_jwt(self._grant(request, ctx), self._issuer, now=now)
+        grant, signer = self._grant(request, ctx)
+        user_jwt = encode_user_jwt(grant, signer, now=now)
         response = encode_grant_response(
             user_nkey=request.user_nkey, server_id=request.server.id, user_jwt=user_jwt,
             signer=self._issuer, now=now)
@@ -198,14 +217,31 @@ class CalloutHandler:
             raise IdentityUnavailable("identity provider did not answer in time",
                                       code="identity_timeout") from exc
 
-    def _grant(self, request: AuthorizationRequest, ctx: _Context) -> UserGrant:
+    def _grant(self, request: AuthorizationRequest,
+               ctx: _Context) -> tuple[UserGrant, SigningKeyPair]:
+        """The user JWT's content and its signer, in the account the policy chose."""
         assert ctx.envelope is not None and ctx.decision is not None
         scope = ctx.envelope.scope
-        return UserGrant(
-            user_nkey=request.user_nkey, account=self._settings.target_account,
+        name = ctx.decision.account or self._settings.target_account
+        settings = self._settings
+        account, signer, issuer_account = name, self._issuer, None
+        if settings.operator_accounts:
+            target = settings.operator_accounts.get(name)
+            if target is None:
+                raise PolicyDenied(f"policy account `{name}` is not configured",
+                                   code="account_not_configured")
+            account, signer = target.public_key, target.signer
+            if signer.public_key != target.public_key:
+                issuer_account = target.public_key
+        elif name not in settings.account_names:
+            raise PolicyDenied(f"policy account `{name}` is not configured",
+                               code="account_not_configured")
+        grant = UserGrant(
+            user_nkey=request.user_nkey, account=account,
             name=f"{scope.dag_id}/{scope.task_id}", permissions=ctx.decision.permissions,
-            expires=ctx.decision.expires,
+            expires=ctx.decision.expires, issuer_account=issuer_account,
         )
+        return grant, signer
 
     async def _deny(self, ctx: _Context, request: AuthorizationRequest,
                     error: GatewayError) -> str:

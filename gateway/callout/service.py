@@ -8,7 +8,9 @@ queues instead of exhausting memory, and nats-py's reader is never blocked.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -17,6 +19,7 @@ from nats.aio.msg import Msg
 
 from gateway.callout.handler import CalloutHandler
 from gateway.metrics import Metrics
+from gateway.natsjwt.nkeys import Prefix, SigningKeyPair
 
 __all__ = ["AUTH_SUBJECT", "CalloutService"]
 
@@ -29,7 +32,10 @@ class CalloutService:
         self, handler: CalloutHandler, *, url: str, user_seed: str,
         queue_group: str = "nats-gateway", max_in_flight: int = 256,
         name: str = "nats-gateway", metrics: Metrics | None = None,
+        user_credentials: tuple[str, str] | None = None,
     ) -> None:
+        # Operator mode: (user JWT file, seed file); config mode: the nkey seed alone.
+        self._credentials = user_credentials
         self._metrics = metrics
         self._handler = handler
         self._url = url
@@ -53,8 +59,10 @@ class CalloutService:
         return self.connected and self._subscribed
 
     async def start(self) -> None:
+        auth: dict[str, Any] = (self._jwt_auth(self._credentials[0]) if self._credentials
+                                else {"nkeys_seed_str": self._seed})
         self._nc = await nats.connect(
-            self._url, nkeys_seed_str=self._seed, name=self._name,
+            self._url, name=self._name, **auth,
             max_reconnect_attempts=-1, reconnect_time_wait=0.5,
             error_cb=self._on_error, disconnected_cb=self._on_disconnect,
             reconnected_cb=self._on_reconnect,
@@ -63,6 +71,19 @@ class CalloutService:
         await self._nc.flush()
         self._subscribed = True
         log.info("subscribed to %s in queue group %s", AUTH_SUBJECT, self._queue)
+
+    def _jwt_auth(self, jwt_file: str) -> dict[str, Any]:
+        """Operator mode: present the user JWT (re-read at every connect, so a renewed one
+        is picked up) and sign the server's nonce with the seed."""
+        pair = SigningKeyPair.from_seed(self._seed, Prefix.USER)
+
+        def user_jwt() -> bytearray:
+            return bytearray(Path(jwt_file).read_text().strip().encode())
+
+        def sign_nonce(nonce: str) -> bytes:
+            return base64.b64encode(pair.sign(nonce.encode()))
+
+        return {"user_jwt_cb": user_jwt, "signature_cb": sign_nonce}
 
     async def _on_message(self, msg: Msg) -> None:
         task = asyncio.create_task(self._serve(msg))

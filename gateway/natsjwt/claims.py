@@ -217,6 +217,8 @@ class UserGrant:
     name: str
     permissions: Permissions
     expires: int
+    # Operator mode, signed by one of the account's signing keys: the account itself.
+    issuer_account: str | None = None
 
 
 def _direction(allow: tuple[str, ...], deny: tuple[str, ...]) -> dict[str, list[str]]:
@@ -244,6 +246,8 @@ def user_claims(grant: UserGrant) -> dict[str, Any]:
         nats["allowed_connection_types"] = list(perms.connection_types)
     if perms.source_networks:
         nats["src"] = list(perms.source_networks)
+    if grant.issuer_account:
+        nats["issuer_account"] = grant.issuer_account
     if perms.resp_max is not None:
         ttl_ns = int((perms.resp_ttl_seconds or 0) * 1_000_000_000)
         nats["resp"] = {"max": perms.resp_max, "ttl": ttl_ns}

@@ -69,6 +69,7 @@ class Decision:
     policy_ids: tuple[str, ...]
     policy_set_hash: str
     expiry_bound: str = ""
+    account: str | None = None  # None: the gateway's default target account
 
 
 @dataclass(frozen=True)
@@ -216,13 +217,17 @@ def _decision(policy_set: PolicySet, matched: Sequence[Policy], identity: Identi
         raise PolicyDenied(
             f"no policy grants dag `{scope.dag_id}` task `{scope.task_id}` to "
             f"`{identity.principal}`", code="no_matching_policy")
+    accounts = {p.account for p in matched if p.account is not None}
+    if len(accounts) > 1:
+        raise PolicyDenied(f"matching policies place the user in different accounts "
+                           f"({', '.join(sorted(accounts))})", code="account_conflict")
     expires, bound = _expiry(matched, identity, now)
     if expires <= now:
         raise PolicyDenied("identity expires before a grant could start", code="expired_identity")
     return Decision(
         permissions=_permissions(matched, scope, client), expires=expires,
         policy_ids=tuple(p.id for p in matched), policy_set_hash=policy_set.content_hash,
-        expiry_bound=bound,
+        expiry_bound=bound, account=next(iter(accounts), None),
     )
 
 

@@ -190,6 +190,9 @@ class Policy(_Strict):
     scopes: tuple[ScopeRule, ...] = Field(min_length=1)
     permissions: PolicyPermissions
     ttl_seconds: int = Field(default=900, gt=0, le=86_400)
+    account: str | None = Field(
+        default=None, description="target account (a name in the gateway's `nats.accounts`)"
+                                  "; default: `nats.target_account`")
 
     @field_validator("id")
     @classmethod
