@@ -95,6 +95,13 @@ class NatsServer:
         self.port = self._wait_for_port(ports_dir, timeout)
         return self
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no goodbye to clients."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
     def restart(self, timeout: float = 10.0) -> NatsServer:
         """Start again on the same port (as after a crash or an upgrade)."""
         self.stop()

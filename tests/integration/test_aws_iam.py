@@ -99,6 +99,10 @@ async def test_an_iam_role_session_gets_its_task_scope(iam: Stack, sts: MotoSts)
         await nc.close()
     [grant] = await _records(iam, decision="grant")
     assert grant["method"] == "aws_iam"
+    async with iam.api() as api:
+        metrics = (await api.get("/metrics")).text
+    assert 'nats_gateway_sts_calls_total{result="ok"} 1.0' in metrics
+    assert "nats_gateway_sts_call_seconds_count 1.0" in metrics
     assert grant["principal"] == f"arn:aws:iam::{ACCOUNT}:role/airflow-prod-worker#i-0abc"
     assert grant["policy_ids"] == ["prod-role"]
     assert grant["identity_fingerprint"].startswith("sha256:")
