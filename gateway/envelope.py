@@ -102,16 +102,41 @@ def _load_object(text: str) -> dict[str, Any]:
     if not text:
         raise CredentialError("no credential: connect with the envelope as auth_token",
                               code="missing_credential")
-    if len(text.encode()) > MAX_ENVELOPE_BYTES:
+    if len(text) > MAX_ENVELOPE_BYTES:  # characters first: cheap, before any encoding
+        raise CredentialError(f"envelope exceeds {MAX_ENVELOPE_BYTES} bytes",
+                              code="oversized_credential")
+    size = len(_utf8(text, "envelope"))
+    if size > MAX_ENVELOPE_BYTES:
         raise CredentialError(f"envelope exceeds {MAX_ENVELOPE_BYTES} bytes",
                               code="oversized_credential")
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+    except CredentialError:
+        raise
     except (ValueError, RecursionError) as exc:
         raise CredentialError("envelope is not valid json") from exc
     if not isinstance(obj, dict):
         raise CredentialError("envelope must be a json object")
+    # A `\ud800` escape decodes to a lone surrogate, which no later step could encode.
+    _utf8(json.dumps(obj, ensure_ascii=False), "envelope content")
     return obj
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two `token` or `dag_id` fields would mean whatever a parser picks: refuse instead.
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise CredentialError(f"envelope repeats field `{key[:40]}`")
+        obj[key] = value
+    return obj
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CredentialError(f"{what} is not valid unicode (lone surrogate)") from None
 
 
 def parse_envelope(text: str) -> CredentialEnvelope:

@@ -78,6 +78,10 @@ def _load(proof: str) -> tuple[dict[str, str], str]:
         raise
     except (ValueError, RecursionError):
         raise _refuse("not a JSON object") from None
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _refuse("holds an invalid unicode escape") from None
     if not isinstance(obj, dict) or set(obj) != {"headers", "body"}:
         raise _refuse("must be an object with exactly `headers` and `body`")
     headers, body = obj["headers"], obj["body"]
