@@ -279,3 +279,39 @@ def test_iam_proof_corpus(raw: str) -> None:
     with pytest.raises(GatewayError) as refused:
         check_proof(raw, gateway_id="gw", host="sts.amazonaws.com", now=datetime.now(UTC))
     assert refused.value.code
+
+
+async def test_xkey_header_must_match_the_signed_server_xkey(
+        pipeline: Pipeline, dev_issuer: DevIssuer) -> None:
+    """An attacker who re-seals a captured request under their own curve key (and says so
+    in the header) is refused: the header must equal the server xkey the JWT signs."""
+    from gateway.client import oidc_envelope
+
+    token = dev_issuer.mint(subject="worker", audience="nats-gateway")
+    data, headers = pipeline.request(oidc_envelope(token, dag_id="etl", task_id="load"))
+    opened = open_sealed(data, pipeline.xkey, headers["Nats-Server-Xkey"])
+    attacker = CurveKeyPair.generate()
+    resealed = seal(opened, attacker, pipeline.xkey.public_key)
+    reply = await pipeline.handler.handle(resealed, {"Nats-Server-Xkey": attacker.public_key})
+    assert reply is None
+    assert pipeline.records[-1].reason_code == "xkey_mismatch"
+
+
+async def test_an_answer_is_bound_to_the_request_it_answers(
+        pipeline: Pipeline, dev_issuer: DevIssuer) -> None:
+    """Replaying a captured request gets an answer only for that request's server and
+    per-connection user key, which nats-server generated and never discloses: useless
+    to the replayer. An expired request is refused outright (test_natsjwt)."""
+    from gateway.client import oidc_envelope
+
+    user = SigningKeyPair.generate(Prefix.USER).public_key
+    token = dev_issuer.mint(subject="worker", audience="nats-gateway")
+    data, headers = pipeline.request(oidc_envelope(token, dag_id="etl", task_id="load"),
+                                     user=user)
+    reply = await pipeline.handler.handle(data, headers)
+    opened = open_sealed(reply or b"", pipeline.xkey, pipeline.server_xkey.public_key)
+    verified = decode_verified(opened.decode(), Prefix.ACCOUNT, max_length=100_000)
+    assert verified.claims["sub"] == user and verified.claims["aud"] == SERVER.public_key
+    granted = decode_verified(verified.claims["nats"]["jwt"], Prefix.ACCOUNT,
+                              max_length=100_000)
+    assert granted.claims["sub"] == user

@@ -1,0 +1,108 @@
+"""Remove one defence at a time and check that its catalogue test fails (docs/security.md).
+
+    .venv/bin/python scripts/defence_removal.py
+
+Each experiment patches one line of the gateway, runs the tests that guard it, expects
+them to FAIL, and restores the file (even on interrupt). A defence whose tests still
+pass without it is reported as unguarded and the script exits 1. Not part of CI: it
+runs the guarding tests once per experiment (a few minutes).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    defence: str
+    path: str
+    old: str
+    new: str
+    tests: list[str]
+
+
+EXPERIMENTS = [
+    Experiment("OIDC algorithm pinning (alg none, HS256 keyed with the public key)",
+               "gateway/identity/oidc.py",
+               "if not isinstance(alg, str) or alg not in config.algorithms:",
+               "if not isinstance(alg, str):",
+               ["tests/integration/test_end_to_end.py", "-k", "alg-none or hs256"]),
+    Experiment("refusal of token-chosen keys (jku, x5u, jwk, x5c)",
+               "gateway/identity/oidc.py",
+               "        if name in header:\n",
+               "        if False:\n",
+               ["tests/integration/test_oidc.py", "-k", "token_chosen_key_material"]),
+    Experiment("the IAM gateway id must be signed",
+               "gateway/identity/aws_proof.py",
+               '_REQUIRED_SIGNED = frozenset({"host", "x-amz-date", GATEWAY_ID_HEADER})',
+               '_REQUIRED_SIGNED = frozenset({"host", "x-amz-date"})',
+               ["tests/integration/test_aws_iam.py", "-k", "unsigned-gateway-id"]),
+    Experiment("single-use IAM proofs (replay cache)",
+               "gateway/identity/aws_sts.py",
+               "self._replay.use(", "(lambda *args, **kwargs: None)(",
+               ["tests/integration/test_aws_iam.py", "-k", "single_use"]),
+    Experiment("injective id encoding (no subject-space escape)",
+               "gateway/policy/encode.py",
+               '    """Encode one id as exactly one subject token; an empty id is refused."""\n',
+               '    """Encode one id as exactly one subject token; an empty id is refused."""\n'
+               "    return value\n",
+               ["tests/unit/test_policy_properties.py", "tests/integration/test_policy_live.py",
+                "-k", "task_group or distinct_tasks or round_trips"]),
+    Experiment("API roles (403 for the wrong role)",
+               "gateway/api/deps.py",
+               "        if not caller.has(role):", "        if False:",
+               ["tests/integration/test_audit_api.py", "-k", "roles"]),
+    Experiment("fail closed when the audit record cannot be committed",
+               "gateway/callout/handler.py",
+               'await self._audit(self._record(ctx, "grant", "granted", "granted"), '
+               "self._deadline(ctx))",
+               'await asyncio.gather(self._audit(self._record(ctx, "grant", "granted", '
+               '"granted"), self._deadline(ctx)), return_exceptions=True)',
+               ["tests/integration/test_audit_live.py", "-k", "database_is_down"]),
+    Experiment("source network restriction",
+               "gateway/policy/decide.py",
+               "    if not restricting:\n        return ()",
+               "    if True:\n        return ()",
+               ["tests/unit/test_policy_engine.py", "-k", "restriction_anywhere"]),
+    Experiment("the xkey header must match the signed server xkey",
+               "gateway/callout/handler.py",
+               "if self._xkey is not None and request.server.xkey != ctx.server_xkey:",
+               "if False:",
+               ["tests/integration/test_fuzz.py", "-k", "xkey_header"]),
+]
+
+
+def run(experiment: Experiment) -> bool:
+    """True when the guarding tests fail without the defence."""
+    path = ROOT / experiment.path
+    original = path.read_text()
+    if experiment.old not in original:
+        raise SystemExit(f"{experiment.path}: patch target not found for {experiment.defence}")
+    try:
+        path.write_text(original.replace(experiment.old, experiment.new, 1))
+        result = subprocess.run(  # noqa: S603 - our own interpreter and test files
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+             *experiment.tests], cwd=ROOT, capture_output=True, text=True, check=False)
+    finally:
+        path.write_text(original)
+    return result.returncode != 0
+
+
+def main() -> int:
+    unguarded = []
+    for experiment in EXPERIMENTS:
+        caught = run(experiment)
+        print(f"{'caught   ' if caught else 'UNGUARDED'}  {experiment.defence}", flush=True)
+        if not caught:
+            unguarded.append(experiment.defence)
+    return 1 if unguarded else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
