@@ -149,3 +149,18 @@ def test_unsafe_issuer_configs_are_refused(config: dict[str, Any]) -> None:
     base = {"issuer": "https://idp.example", "audiences": [AUD]}
     with pytest.raises(ValidationError):
         OidcIssuerConfig(**{**base, **config})
+
+
+async def test_an_unconfigured_issuer_is_never_contacted(http: httpx.AsyncClient) -> None:
+    """SSRF through `iss` (or through `jku`/`x5u`, refused before any fetch): the gateway
+    only ever fetches from issuers in its own configuration."""
+    with DevIssuer() as configured, DevIssuer() as attacker:
+        token = attacker.mint(subject="w", audience=AUD,
+                              headers={"jku": attacker.jwks_uri})
+        before = attacker.jwks_requests
+        verifier = _verifier(configured, http)
+        assert await _code(verifier, token) == "unknown_issuer"
+        forged = configured.mint(subject="w", audience=AUD,
+                                 headers={"jku": attacker.jwks_uri, "x5u": attacker.jwks_uri})
+        assert await _code(verifier, forged) == "forbidden_header"
+        assert attacker.jwks_requests == before == 0
