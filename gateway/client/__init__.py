@@ -16,7 +16,7 @@ from gateway.client.sources import (
     OidcToken,
     OidcTokenFile,
 )
-from gateway.client.subjects import task_subject
+from gateway.client.subjects import render_subject, task_subject
 from gateway.envelope import Scope
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "connect",
     "fetch_client_credentials_token",
     "oidc_envelope",
+    "render_subject",
     "scope_from_airflow",
     "task_subject",
 ]

@@ -9,8 +9,18 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from gateway.policy.load import PolicySet
+from gateway.policy.model import Policy
 
 __all__ = ["lint"]
+
+
+_GLOB = set("*?[")
+
+
+def _covers_one_task(policy: Policy) -> bool:
+    rules = policy.scopes
+    return len(rules) == 1 and not _GLOB & set(rules[0].dag) and len(rules[0].tasks) == 1 \
+        and not _GLOB & set(rules[0].tasks[0])
 
 
 def _shared_publish(policy_id: str, source: str, templates: tuple[str, ...]) -> list[str]:
@@ -32,7 +42,8 @@ def lint(policy_set: PolicySet, issuer_names: Collection[str] | None = None) -> 
     warnings: list[str] = []
     for policy in policy_set.policies:
         source = policy_set.sources.get(policy.id, "?")
-        warnings += _shared_publish(policy.id, source, policy.permissions.publish.allow)
+        if not _covers_one_task(policy):  # one task alone cannot share its rights
+            warnings += _shared_publish(policy.id, source, policy.permissions.publish.allow)
         oidc = policy.match.oidc
         if oidc is not None and issuer_names is not None and oidc.issuer not in issuer_names:
             warnings.append(f"{source}: policy `{policy.id}`: issuer `{oidc.issuer}` is not "

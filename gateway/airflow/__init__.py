@@ -1,0 +1,15 @@
+"""Apache Airflow 3 integration: a hook, a publish operator, a deferrable message trigger
+and sensor, all connecting to NATS through the gateway (install the ``airflow`` extra).
+
+Connection (``nats_gateway_default``): host and port of nats-server, and in ``extra``
+how the task proves its identity, one of:
+
+- ``{"credential": "token_file", "token_file": "/var/run/secrets/tokens/nats-gateway"}``
+- ``{"credential": "token", "token": "..."}`` (tests only)
+- ``{"credential": "client_credentials", "token_endpoint": "...", "audience": "..."}``
+  with the client id and secret as the connection's login and password
+- ``{"credential": "aws_iam", "gateway_id": "...", "region": "...",
+  "sts_endpoint": "..."}`` (boto3's default credentials)
+
+plus optionally ``"creds_file"`` (operator mode: the sentinel credentials).
+"""

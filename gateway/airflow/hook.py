@@ -1,0 +1,67 @@
+"""A NATS connection through the gateway, built from an Airflow Connection.
+
+The scope requested is the running task's (from its context), or an explicit one for
+triggers, which run outside any task. The client reconnects with a fresh credential
+whenever its grant expires (gateway.client.connect).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseHook
+from nats.aio.client import Client
+
+from gateway.client import (
+    AwsIamCredentials,
+    ClientCredentialsToken,
+    CredentialSource,
+    OidcToken,
+    OidcTokenFile,
+    Scope,
+    connect,
+)
+
+__all__ = ["NatsGatewayHook"]
+
+
+class NatsGatewayHook(BaseHook):
+    conn_name_attr = "nats_conn_id"
+    default_conn_name = "nats_gateway_default"
+    conn_type = "nats_gateway"
+    hook_name = "NATS through nats-gateway"
+
+    def __init__(self, nats_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.nats_conn_id = nats_conn_id
+
+    def _connection(self) -> Any:
+        return self.get_connection(self.nats_conn_id)
+
+    def servers(self) -> str:
+        conn = self._connection()
+        return f"nats://{conn.host}:{conn.port or 4222}"
+
+    def credential_source(self) -> CredentialSource:
+        conn = self._connection()
+        extra = conn.extra_dejson
+        kind = extra.get("credential", "token_file")
+        if kind == "token_file":
+            return OidcTokenFile(extra["token_file"])
+        if kind == "token":
+            return OidcToken(extra["token"])
+        if kind == "client_credentials":
+            params = {k: v for k, v in extra.items() if k in ("audience", "scope")}
+            return ClientCredentialsToken(extra["token_endpoint"], conn.login or "",
+                                          conn.password or "", **params)
+        if kind == "aws_iam":
+            return AwsIamCredentials(gateway_id=extra["gateway_id"], region=extra["region"],
+                                     sts_endpoint=extra.get("sts_endpoint"))
+        raise ValueError(f"connection {self.nats_conn_id}: unknown credential `{kind}`")
+
+    async def connect(self, scope: Scope, **options: Any) -> Client:
+        extra = self._connection().extra_dejson
+        if extra.get("creds_file"):
+            options.setdefault("user_credentials", extra["creds_file"])
+        return await connect(self.servers(), self.credential_source(), scope=scope,
+                             **options)

@@ -1,0 +1,199 @@
+"""Real Apache Airflow 3 against the real nats-server and the gateway.
+
+The example DAGs (examples/dags) run with `dag.test()` in their own processes, with a
+connection whose credential is a token file the dev issuer minted. The consumer's
+AssetWatcher trigger is serialized and re-created from its classpath, as the triggerer
+does, and run on an event loop until it fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Stack
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def _airflow_env(home: Path, dags: Path, stack: Stack, token_file: Path) -> dict[str, str]:
+    port = stack.nats_url.rsplit(":", 1)[1]
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_NATS_GATEWAY_DEFAULT": json.dumps({
+            "conn_type": "nats_gateway", "host": "127.0.0.1", "port": int(port),
+            "extra": {"credential": "token_file", "token_file": str(token_file)}}),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _migrate(env: dict[str, str]) -> None:
+    airflow = shutil.which("airflow", path=str(Path(sys.executable).parent))
+    assert airflow, "apache-airflow is a dev dependency: pip install -e '.[dev]'"
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True,
+                   timeout=300)
+
+
+DAG_TEST = ("import runpy, sys; ns = runpy.run_path(sys.argv[1]); "
+            "run = ns['dag'].test(); print('DAG_STATE', run.state)")
+
+
+def _dag_test_command(dag_file: Path) -> list[str]:
+    return [sys.executable, "-c", DAG_TEST, str(dag_file)]
+
+
+@pytest.fixture
+async def airflow_stack(stack: Stack, tmp_path: Path) -> AsyncIterator[tuple[Stack, Path]]:
+    shutil.copy(EXAMPLES / "policies" / "airflow-events.yaml",
+                stack.tmp / "policies" / "airflow-events.yaml")
+    oidc = stack.settings().oidc.model_dump()
+    oidc["issuers"][0]["name"] = "dev"  # the example policies name the dev issuer
+    await stack.start_gateway(oidc=oidc)
+    token_file = tmp_path / "token"
+    token_file.write_text(stack.issuer.mint(subject="airflow-worker", audience="nats-gateway",
+                                            lifetime=3600))
+    try:
+        yield stack, token_file
+    finally:
+        assert stack.gateway is not None
+        await stack.gateway.stop()
+
+
+def _consumer_trigger() -> Any:
+    """The AssetWatcher's trigger, round-tripped through serialize() as the triggerer does."""
+    spec = importlib.util.spec_from_file_location("etl_consumer",
+                                                  EXAMPLES / "dags" / "etl_consumer.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    [watcher] = module.etl_complete.watchers
+    classpath, kwargs = watcher.trigger.serialize()
+    module_name, _, class_name = classpath.rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)(**kwargs)
+
+
+async def test_producer_publishes_and_the_consumer_trigger_fires(
+        airflow_stack: tuple[Stack, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stack, token_file = airflow_stack
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(EXAMPLES / "dags" / "etl_producer.py", dags / "etl_producer.py")
+    env = _airflow_env(tmp_path / "airflow", dags, stack, token_file)
+    await asyncio.to_thread(_migrate, env)
+    for name, value in env.items():
+        if name.startswith(("AIRFLOW", "PYTHONPATH")):
+            monkeypatch.setenv(name, value)
+
+    trigger = _consumer_trigger()
+    events = trigger.run()
+    waiting = asyncio.create_task(events.__anext__())
+    await asyncio.sleep(1.0)  # the watcher is connected and subscribed
+    assert not waiting.done()
+
+    producer = await asyncio.create_subprocess_exec(
+        *_dag_test_command(dags / "etl_producer.py"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(producer.communicate(), timeout=240)
+    assert b"DAG_STATE success" in output, output.decode(errors="replace")[-3000:]
+
+    event = await asyncio.wait_for(waiting, timeout=30)
+    assert event.payload["subject"] == "pipeline.data.etl.complete"
+    assert json.loads(event.payload["data"])["rows"] == 42
+    await events.aclose()
+
+    async with stack.api() as api:
+        grants = (await api.get("/v1/grants", params={"decision": "grant"})).json()["items"]
+    scopes = {(g["dag_id"], g["task_id"]) for g in grants}
+    assert ("etl_producer", "publish_complete") in scopes
+    assert ("etl_consumer", "etl_complete_watcher") in scopes
+
+
+async def test_a_publish_outside_the_tasks_subjects_fails_the_task(
+        airflow_stack: tuple[Stack, Path], tmp_path: Path) -> None:
+    stack, token_file = airflow_stack
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    escape = (EXAMPLES / "dags" / "etl_producer.py").read_text().replace(
+        '"pipeline.data.etl.complete"', '"pipeline.data.billing.complete"')
+    (dags / "etl_producer.py").write_text(escape)
+    env = _airflow_env(tmp_path / "airflow", dags, stack, token_file)
+    await asyncio.to_thread(_migrate, env)
+    producer = await asyncio.create_subprocess_exec(
+        *_dag_test_command(dags / "etl_producer.py"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(producer.communicate(), timeout=240)
+    text = output.decode(errors="replace")
+    assert "DAG_STATE failed" in text, text[-3000:]
+    assert "publish to `pipeline.data.billing.complete` refused" in text
+    async with stack.api() as api:
+        grants = (await api.get("/v1/grants", params={"dag": "etl_producer"})).json()["items"]
+    assert grants and grants[0]["decision"] == "grant"  # granted, yet held to its subjects
+
+
+SENSOR_DAG = '''
+import pendulum
+from airflow.sdk import DAG
+from gateway.airflow.sensors import NatsMessageSensor
+
+with DAG(dag_id="etl_waiter", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
+    NatsMessageSensor(task_id="wait_for_complete", subject="pipeline.data.etl.complete")
+'''
+SENSOR_POLICY = """version: 1
+policies:
+  - id: etl-waiter
+    match: {oidc: {issuer: dev, subject: airflow-worker}}
+    scopes: [{dag: etl_waiter, tasks: [wait_for_complete]}]
+    permissions:
+      subscribe: {allow: ["pipeline.data.etl.complete"]}
+"""
+
+
+async def test_the_deferrable_sensor_waits_for_the_message(
+        airflow_stack: tuple[Stack, Path], tmp_path: Path) -> None:
+    stack, token_file = airflow_stack
+    (stack.tmp / "policies" / "waiter.yaml").write_text(SENSOR_POLICY)
+    assert stack.gateway is not None and stack.gateway.policies.reload("test")
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "etl_waiter.py").write_text(SENSOR_DAG)
+    env = _airflow_env(tmp_path / "airflow", dags, stack, token_file)
+    await asyncio.to_thread(_migrate, env)
+    waiter = await asyncio.create_subprocess_exec(
+        *_dag_test_command(dags / "etl_waiter.py"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+
+    from gateway.client import oidc_envelope
+    from tests.integration.harness import connect
+
+    publisher = await connect(stack.nats_url, oidc_envelope(
+        token_file.read_text(), dag_id="etl_producer", task_id="publish_complete"))
+    try:
+        for _ in range(120):  # until the deferred sensor's trigger is subscribed
+            await publisher.publish("pipeline.data.etl.complete", b'{"rows": 7}')
+            await publisher.flush()
+            if waiter.returncode is not None:
+                break
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter.wait()), timeout=1.0)
+            except TimeoutError:
+                continue
+    finally:
+        await publisher.close()
+    output, _ = await asyncio.wait_for(waiter.communicate(), timeout=60)
+    text = output.decode(errors="replace")
+    assert "DAG_STATE success" in text, text[-3000:]
