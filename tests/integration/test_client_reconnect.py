@@ -57,6 +57,11 @@ async def test_expired_grant_reconnects_with_a_fresh_credential(stack: Stack) ->
         assert len(disconnects) >= 2 and len(reconnects) >= 2, (disconnects, reconnects)
         after_last_reconnect = [data for at, data in received if at > reconnects[-1]]
         assert after_last_reconnect, "no message after the last reconnect"
+        # The loop may end during an expiry; the client must be back within a moment.
+        for _ in range(60):
+            if nc.is_connected:
+                break
+            await asyncio.sleep(0.05)
         assert nc.is_connected
     finally:
         await nc.close()
