@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.envelope import Scope
-from gateway.policy.encode import encode_token
+from gateway.policy.encode import encode_token, render_template
 
 __all__ = ["render_subject", "task_subject"]
 
@@ -18,14 +18,4 @@ def render_subject(template: str, scope: Scope) -> str:
     tokens, rendered exactly as policies render them (the same encoding)."""
     from gateway.policy.model import check_subject_template
 
-    check_subject_template(template)
-    values = {"{dag_id}": scope.dag_id, "{task_id}": scope.task_id, "{run_id}": scope.run_id}
-    tokens = []
-    for token in template.split("."):
-        if token in values:
-            value = values[token]
-            if value is None:
-                raise ValueError(f"`{template}` needs a run_id")
-            token = encode_token(value)
-        tokens.append(token)
-    return ".".join(tokens)
+    return render_template(check_subject_template(template), scope)

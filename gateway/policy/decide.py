@@ -22,7 +22,7 @@ from gateway.envelope import Scope
 from gateway.errors import PolicyDenied
 from gateway.identity.model import Identity
 from gateway.natsjwt.claims import Permissions
-from gateway.policy.encode import encode_token
+from gateway.policy.encode import RunIdRequired, render_template
 from gateway.policy.load import PolicySet
 from gateway.policy.match import identity_mismatches, scope_mismatches
 from gateway.policy.model import Policy
@@ -111,17 +111,11 @@ def _policy_result(policy: Policy, source: str, identity: Identity, scope: Scope
 
 
 def _render(template: str, scope: Scope, policy_id: str) -> str:
-    values = {"{dag_id}": scope.dag_id, "{task_id}": scope.task_id, "{run_id}": scope.run_id}
-    tokens = []
-    for token in template.split("."):
-        if token in values:
-            value = values[token]
-            if value is None:
-                raise PolicyDenied(f"policy `{policy_id}` needs a run_id in the scope",
-                                   code="run_id_required")
-            token = encode_token(value)
-        tokens.append(token)
-    return ".".join(tokens)
+    try:
+        return render_template(template, scope)
+    except RunIdRequired:
+        raise PolicyDenied(f"policy `{policy_id}` needs a run_id in the scope",
+                           code="run_id_required") from None
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:

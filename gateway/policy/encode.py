@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["decode_token", "encode_token"]
+from gateway.envelope import Scope
+
+__all__ = ["RunIdRequired", "decode_token", "encode_token", "render_template"]
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _ESCAPE = re.compile(r"%([0-9A-F]{2})")
@@ -47,3 +49,24 @@ def decode_token(token: str) -> str:
         else:
             raise ValueError(f"`{token}` is not an encoded subject token")
     return raw.decode()
+
+
+class RunIdRequired(ValueError):
+    """A template names ``{run_id}`` and the scope has none."""
+
+
+def render_template(template: str, scope: Scope) -> str:
+    """Fill the whole-token placeholders ``{dag_id}``, ``{task_id}``, ``{run_id}`` with the
+    encoded ids. The one renderer of policies (grants) and of the client (subjects), so
+    both sides agree by construction. The template is assumed checked
+    (``check_subject_template``)."""
+    values = {"{dag_id}": scope.dag_id, "{task_id}": scope.task_id, "{run_id}": scope.run_id}
+    tokens = []
+    for token in template.split("."):
+        if token in values:
+            value = values[token]
+            if value is None:
+                raise RunIdRequired(f"`{template}` needs a run_id")
+            token = encode_token(value)
+        tokens.append(token)
+    return ".".join(tokens)
