@@ -144,7 +144,12 @@ class AuditWriter:
 
     def _refuse_late(self, batch: list[_Item]) -> list[_Item]:
         now = self._clock()
-        late = [i for i in batch if i[1] is not None and i[1] - now < self._commit_budget]
+        live: list[_Item] = []
+        late: list[_Item] = []
+        for item in batch:
+            deadline = item[1]
+            (late if deadline is not None and deadline - now < self._commit_budget
+             else live).append(item)
         if late:
             self.failures += len(late)
             log.error("audit: %d record(s) refused, too late to commit before their "
@@ -153,7 +158,7 @@ class AuditWriter:
                                      code="audit_timeout")
             for _, _, future, loop in late:
                 _report(future, loop, error)
-        return [i for i in batch if i not in late]
+        return live
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:

@@ -191,7 +191,8 @@ class CalloutHandler:
         await self._audit(self._record(ctx, "grant", "granted", "granted"), self._deadline(ctx))
         self._step("audit", mark)
         self._count("grant", ctx.envelope.method, "granted", ctx)
-        log.info("grant %s", ctx.decision_id, extra={"decision": self._log_fields(ctx)})
+        if log.isEnabledFor(logging.INFO):  # the fields cost a dict per connection
+            log.info("grant %s", ctx.decision_id, extra={"decision": self._log_fields(ctx)})
         return response
 
     def _log_fields(self, ctx: _Context, error: GatewayError | None = None) -> dict[str, Any]:
@@ -252,8 +253,9 @@ class CalloutHandler:
             error=_reason(error), signer=self._issuer, now=int(self._clock()))
 
     async def _audit_deny(self, ctx: _Context, error: GatewayError) -> None:
-        log.info("deny %s %s", ctx.decision_id, _reason(error),
-                 extra={"decision": self._log_fields(ctx, error)})
+        if log.isEnabledFor(logging.INFO):
+            log.info("deny %s %s", ctx.decision_id, _reason(error),
+                     extra={"decision": self._log_fields(ctx, error)})
         self._count("deny", ctx.envelope.method if ctx.envelope else "", error.code, ctx)
         try:
             await self._audit(self._record(ctx, "deny", error.code, error.description),

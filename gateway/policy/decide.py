@@ -13,6 +13,7 @@ what `policy explain` prints. :func:`decide` is the gateway's entry point on top
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -147,6 +148,12 @@ def _check_connection_type(policies: Sequence[Policy], client: ClientConnection)
                 f"{client.connection_type}", code="connection_type_not_allowed")
 
 
+@functools.lru_cache(maxsize=1024)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    # Parsed once per policy network, not once per connection.
+    return ipaddress.ip_network(cidr)
+
+
 def _check_source(policies: Sequence[Policy], client: ClientConnection) -> tuple[str, ...]:
     """Deny unless the client's address is inside every restricting policy's networks;
     returns the address as a single-host network for the user JWT's ``src``."""
@@ -160,7 +167,7 @@ def _check_source(policies: Sequence[Policy], client: ClientConnection) -> tuple
                            "is unknown", code="source_not_allowed") from None
     for policy in restricting:
         networks = policy.permissions.source_networks or ()
-        if not any(address in ipaddress.ip_network(net) for net in networks):
+        if not any(address in _network(net) for net in networks):
             raise PolicyDenied(f"client address {address} is outside the networks of "
                                f"policy `{policy.id}`", code="source_not_allowed")
     return (str(ipaddress.ip_network(address)),)
