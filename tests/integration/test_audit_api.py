@@ -133,7 +133,8 @@ async def test_exports_stream_every_record_as_csv_and_json_lines(
     rows = list(csv.DictReader(io.StringIO(as_csv.text)))
     assert len(rows) == 7
     assert {"decision_id", "principal", "permissions", "record_hash"} <= set(rows[0])
-    assert json.loads(rows[0]["permissions"]) is not None
+    granted = [json.loads(r["permissions"]) for r in rows if r["decision"] == "grant"]
+    assert len(granted) == 4 and all(p["pub"]["allow"] for p in granted)
     lines = [json.loads(line) for line in as_jsonl.text.splitlines()]
     assert as_jsonl.headers["content-type"].startswith("application/x-ndjson")
     assert len(lines) == 3 and {line["decision"] for line in lines} == {"deny"}
