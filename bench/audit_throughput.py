@@ -23,13 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from _common import write_section  # bench/ is on sys.path when run as a script
 
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.record import AuditRecord
 from gateway.audit.store import AuditStore
 from gateway.audit.writer import AuditWriter
-
-START, END = "<!-- audit-bench:start -->", "<!-- audit-bench:end -->"
 
 
 @contextmanager
@@ -101,7 +100,7 @@ def main() -> None:
                                  concurrency=args.concurrency)
             rows.append((backend, label, result))
             print(backend, label, result, flush=True)
-    lines = [START, "## Durable audit writes per second", "",
+    lines = ["## Durable audit writes per second", "",
              "Command: `.venv/bin/python bench/audit_throughput.py --write docs/benchmarks.md`",
              "", f"Machine: {platform.platform()}, Python {platform.python_version()}. "
              f"{args.decisions} decisions, {args.concurrency} in flight; each returns only "
@@ -109,14 +108,8 @@ def main() -> None:
              "| store | mode | decisions/s | transactions |", "|---|---|---:|---:|"]
     lines += [f"| {b} | {m} | {r['per_second']:.0f} | {r['commits']:.0f} |"
               for b, m, r in rows]
-    section = "\n".join([*lines, END])
     if args.write:
-        text = args.write.read_text()
-        if START in text:
-            text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        args.write.write_text(text)
+        write_section(args.write, "audit-bench", "\n".join(lines))
 
 
 if __name__ == "__main__":

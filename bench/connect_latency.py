@@ -19,21 +19,19 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import nats
+from _common import gateway_process, write_section  # bench/ is on sys.path when run as a script
 
 from gateway.client import aws_iam_envelope, oidc_envelope
 from gateway.dev.issuer import DevIssuer
 from gateway.dev.moto_sts import ACCOUNT, REGION, MotoSts
 from gateway.dev.natsserver import NatsServer, find_nats_server
-from gateway.keyfiles import ISSUER_FILE, USER_FILE, XKEY_FILE, generate_keys
-from gateway.natsconf import CalloutServerConfig, render_callout_config, render_static_config
+from gateway.natsconf import render_static_config
 
 POLICY = """version: 1
 policies:
@@ -89,42 +87,6 @@ def run_static(connects: int, warmup: int) -> dict[str, float | str]:
     return summary("static password (no callout)", samples)
 
 
-@contextmanager
-def gateway_process(tmp: Path, extra_toml: str) -> Iterator[str]:
-    """nats-server with auth callout plus `nats-gateway serve`; yields the NATS url."""
-    keys = tmp / "keys"
-    publics = generate_keys(keys)
-    config = render_callout_config(CalloutServerConfig(
-        issuer_account=publics.issuer_account, auth_user_nkey=publics.auth_user,
-        xkey=publics.xkey, port=-1))
-    with NatsServer(config) as server:
-        gateway_toml = tmp / "gateway.toml"
-        gateway_toml.write_text(f"""
-[nats]
-url = "{server.url}"
-user_seed_file = "{keys / USER_FILE}"
-[keys]
-issuer_seed_file = "{keys / ISSUER_FILE}"
-xkey_seed_file = "{keys / XKEY_FILE}"
-[policy]
-dir = "{tmp / 'policies'}"
-[audit]
-url = "sqlite:///{tmp / 'audit.db'}"
-[api]
-enabled = false
-{extra_toml}
-""")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
-             "--config", str(gateway_toml)])
-        try:
-            time.sleep(2.0)
-            yield server.url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=15)
-
-
 def run_gateway(connects: int, warmup: int, tmp: Path) -> dict[str, float | str]:
     (tmp / "policies").mkdir()
     with DevIssuer() as issuer:
@@ -132,7 +94,7 @@ def run_gateway(connects: int, warmup: int, tmp: Path) -> dict[str, float | str]
         extra = f"""[[oidc.issuers]]
 issuer = "{issuer.issuer}"
 audiences = ["nats-gateway"]"""
-        with gateway_process(tmp, extra) as url:
+        with gateway_process(tmp, extra) as (url, _):
             token = issuer.mint(subject="bench-worker", audience="nats-gateway", lifetime=3600)
             envelope = oidc_envelope(token, dag_id="etl", task_id="load")
             samples = asyncio.run(measure(url, connects, warmup, token=envelope))
@@ -150,7 +112,7 @@ region = "{REGION}"
 gateway_id = "bench"
 allowed_accounts = ["{ACCOUNT}"]"""
         session = sts.role_session("airflow-bench", "bench")
-        with gateway_process(tmp, extra) as url:
+        with gateway_process(tmp, extra) as (url, _):
             def fresh_proof() -> str:  # proofs are single use: sign one per connect
                 return aws_iam_envelope(dag_id="etl", task_id="load", gateway_id="bench",
                                         region=REGION, sts_endpoint=sts.url, session=session)
@@ -195,21 +157,7 @@ def main() -> None:
     print(report)
     print(json.dumps(rows))
     if args.write:
-        write_section(args.write, HEADER + report)
-
-
-START, END = "<!-- connect-bench:start -->", "<!-- connect-bench:end -->"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of the file, keeping the others."""
-    block = f"{START}\n{section.rstrip()}\n{END}"
-    text = path.read_text() if path.exists() else ""
-    if START in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = block + "\n\n" + text
-    path.write_text(text)
+        write_section(args.write, "connect-bench", HEADER + report)
 
 
 HEADER = """## Connect latency, one client at a time

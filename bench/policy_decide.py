@@ -18,13 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import write_section  # bench/ is on sys.path when run as a script
+
 from gateway.envelope import Scope
 from gateway.identity.model import Identity
 from gateway.policy.decide import ClientConnection, decide
 from gateway.policy.load import load_policy_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- policy-bench:start -->", "<!-- policy-bench:end -->"
 TEAM = """\
   - id: team-{n}
     match:
@@ -81,7 +82,7 @@ def measure(teams: int, decisions: int) -> dict[str, float]:
 
 
 def report(rows: list[dict[str, float]], decisions: int) -> str:
-    lines = [START, "## Policy decision and reload cost", "",
+    lines = ["## Policy decision and reload cost", "",
              "Command: `.venv/bin/python bench/policy_decide.py --write docs/benchmarks.md`",
              "", f"Machine: {platform.platform()}, Python {platform.python_version()}. "
              f"{decisions} decisions per row; the matching policy is the last one; reload "
@@ -93,7 +94,7 @@ def report(rows: list[dict[str, float]], decisions: int) -> str:
               "shares the identity's issuer), so it grows linearly; reloads run in a worker "
               "thread and never pause decisions, which keep using the previous set until "
               "the new one is swapped in."]
-    return "\n".join([*lines, END])
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -105,12 +106,7 @@ def main() -> None:
     section = report(rows, args.decisions)
     print(section)
     if args.write:
-        text = args.write.read_text()
-        if START in text:
-            text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        args.write.write_text(text)
+        write_section(args.write, "policy-bench", section)
 
 
 if __name__ == "__main__":

@@ -17,30 +17,23 @@ import asyncio
 import os
 import platform
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nats
+from _common import gateway_process, write_section  # bench/ is on sys.path as a script
 
+from gateway.audit.chain import CheckpointSigner
 from gateway.audit.store import AuditStore
 from gateway.audit.verify import verify_store
 from gateway.client import oidc_envelope
 from gateway.dev.issuer import DevIssuer
-from gateway.dev.natsserver import NatsServer
 from gateway.keyfiles import (
     CHECKPOINT_FILE,
-    ISSUER_FILE,
-    USER_FILE,
-    XKEY_FILE,
-    generate_keys,
-    read_publics,
 )
-from gateway.natsconf import CalloutServerConfig, render_callout_config
 
-START, END = "<!-- soak:start -->", "<!-- soak:end -->"
 POLICY = """version: 1
 policies:
   - id: soak
@@ -116,50 +109,23 @@ async def drive(url: str, issuer: DevIssuer, clients: int, seconds: float, pid: 
 def run(minutes: float, clients: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        keys = tmp / "keys"
-        generate_keys(keys)
-        publics = read_publics(keys)
         (tmp / "policies").mkdir()
-        with DevIssuer() as issuer, NatsServer(render_callout_config(CalloutServerConfig(
-                issuer_account=publics.issuer_account, auth_user_nkey=publics.auth_user,
-                xkey=publics.xkey, port=-1))) as server:
+        with DevIssuer() as issuer:
             (tmp / "policies" / "soak.yaml").write_text(POLICY.format(issuer=issuer.issuer))
-            db = tmp / "audit.db"
-            config = tmp / "gateway.toml"
-            config.write_text(f"""
-[nats]
-url = "{server.url}"
-user_seed_file = "{keys / USER_FILE}"
-[keys]
-issuer_seed_file = "{keys / ISSUER_FILE}"
-xkey_seed_file = "{keys / XKEY_FILE}"
-[policy]
-dir = "{tmp / 'policies'}"
-[audit]
-url = "sqlite:///{db}"
-checkpoint_key_file = "{keys / CHECKPOINT_FILE}"
-[api]
-enabled = false
-[[oidc.issuers]]
+            extra = f"""[[oidc.issuers]]
 issuer = "{issuer.issuer}"
-audiences = ["nats-gateway"]
-""")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
-                 "--config", str(config)])
-            time.sleep(2.5)
-            samples: list[tuple[float, float]] = []
-            started = time.monotonic()
-            tally = asyncio.run(drive(server.url, issuer, clients, minutes * 60, proc.pid,
-                                      samples))
-            elapsed = time.monotonic() - started
-            proc.terminate()
-            proc.wait(timeout=30)
-        store = AuditStore(f"sqlite:///{db}")
+audiences = ["nats-gateway"]"""
+            with gateway_process(tmp, extra) as (url, proc):
+                time.sleep(0.5)
+                samples: list[tuple[float, float]] = []
+                started = time.monotonic()
+                tally = asyncio.run(drive(url, issuer, clients, minutes * 60, proc.pid,
+                                          samples))
+                elapsed = time.monotonic() - started
+        store = AuditStore(f"sqlite:///{tmp / 'audit.db'}")
         recorded_grants, recorded_denies = store.count("grant"), store.count("deny")
-        from gateway.audit.chain import CheckpointSigner
-
-        signer = CheckpointSigner.from_seed_hex((keys / CHECKPOINT_FILE).read_text())
+        signer = CheckpointSigner.from_seed_hex(
+            (tmp / "keys" / CHECKPOINT_FILE).read_text())
         report = verify_store(store, [signer.public_key])
         store.close()
     first_half = [mb for t, mb in samples if t < elapsed / 2]
@@ -181,7 +147,7 @@ audiences = ["nats-gateway"]
 def section(result: dict[str, object], command: str) -> str:
     r = result
     return "\n".join([
-        START, "## Soak", "", f"Command: `{command}`", "",
+        "## Soak", "", f"Command: `{command}`", "",
         f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}.", "",
         "| minutes | clients | decisions | per second | grants (clients / records) | "
@@ -190,8 +156,7 @@ def section(result: dict[str, object], command: str) -> str:
         f"| {r['minutes']} | {r['clients']} | {r['decisions']} | {r['per_second']:.0f} | "
         f"{r['grants']} / {r['recorded_grants']} | {r['denies']} / {r['recorded_denies']} | "
         f"{r['unexpected']} | {'verified' if r['chain_ok'] else 'BROKEN'} | "
-        f"{r['rss_start']:.1f} / {r['rss_peak']:.1f} / {r['rss_end']:.1f} |",
-        END])
+        f"{r['rss_start']:.1f} / {r['rss_peak']:.1f} / {r['rss_end']:.1f} |"])
 
 
 def main() -> int:
@@ -205,13 +170,7 @@ def main() -> int:
     command = (f".venv/bin/python bench/soak.py --minutes {args.minutes:g} "
                f"--clients {args.clients} --write docs/benchmarks.md")
     if args.write:
-        text = args.write.read_text()
-        block = section(result, command)
-        if START in text:
-            text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        args.write.write_text(text)
+        write_section(args.write, "soak", section(result, command))
     ok = (result["grants"] == result["recorded_grants"]
           and result["denies"] == result["recorded_denies"]
           and result["unexpected"] == 0 and result["chain_ok"])
