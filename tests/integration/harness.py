@@ -164,3 +164,18 @@ async def connect(url: str, envelope: str, errors: Violations | None = None) -> 
         await nc.close()  # nats-py leaves the socket open when CONNECT is refused
         raise
     return nc
+
+
+async def assert_publish_scope(nc: Client, errors: Violations, *, subscribe: str, own: str,
+                               foreign: str) -> None:
+    """A granted worker receives what it publishes in its own space, and publishing in a
+    foreign subject is a permissions violation from nats-server."""
+    import asyncio
+
+    sub = await nc.subscribe(subscribe)
+    await nc.publish(own, b"own")
+    assert (await sub.next_msg(timeout=2)).data == b"own"
+    await nc.publish(foreign, b"foreign")
+    await nc.flush()
+    await asyncio.sleep(0.1)
+    assert any("permissions violation for publish" in e for e in errors.errors), errors.errors

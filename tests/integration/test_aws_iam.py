@@ -23,7 +23,7 @@ from gateway.client import AwsIamCredentials, aws_iam_envelope, aws_iam_proof
 from gateway.client import connect as gateway_connect
 from gateway.dev.moto_sts import ACCOUNT, REGION, MotoSts
 from gateway.envelope import Scope, build_envelope
-from tests.integration.harness import Stack, Violations, connect
+from tests.integration.harness import Stack, Violations, assert_publish_scope, connect
 
 pytestmark = pytest.mark.integration
 GATEWAY_ID = "nats-gateway-test"
@@ -88,13 +88,8 @@ async def test_an_iam_role_session_gets_its_task_scope(iam: Stack, sts: MotoSts)
     errors = Violations()
     nc = await connect(iam.nats_url, _envelope(sts.url, session), errors)
     try:
-        sub = await nc.subscribe("prod.etl.load.>")
-        await nc.publish("prod.etl.load.done", b"ok")
-        assert (await sub.next_msg(timeout=2)).data == b"ok"
-        await nc.publish("prod.etl.extract.done", b"no")
-        await nc.flush()
-        await asyncio.sleep(0.1)
-        assert any("permissions violation" in e for e in errors.errors)
+        await assert_publish_scope(nc, errors, subscribe="prod.etl.load.>",
+                                   own="prod.etl.load.done", foreign="prod.etl.extract.done")
     finally:
         await nc.close()
     [grant] = await _records(iam, decision="grant")

@@ -30,7 +30,7 @@ from gateway.keyfiles import (
 from gateway.natsjwt.nkeys import Prefix, SigningKeyPair
 from gateway.operator_setup import write_operator_files
 from gateway.runtime import Gateway
-from tests.integration.harness import AUDIENCE, WORKER, Violations
+from tests.integration.harness import AUDIENCE, WORKER, Violations, assert_publish_scope
 
 pytestmark = pytest.mark.integration
 
@@ -131,13 +131,8 @@ async def test_a_worker_gets_its_scope_in_the_policy_account(operator: OperatorS
     errors = Violations()
     nc = await operator.worker("load", errors)
     try:
-        sub = await nc.subscribe("shared.events")
-        await nc.publish("shared.events", b"hello")
-        assert (await sub.next_msg(timeout=2)).data == b"hello"
-        await nc.publish("airflow.etl.extract.done", b"not mine")
-        await nc.flush()
-        await asyncio.sleep(0.1)
-        assert any("permissions violation for publish" in e for e in errors.errors)
+        await assert_publish_scope(nc, errors, subscribe="shared.events", own="shared.events",
+                                   foreign="airflow.etl.extract.done")
     finally:
         await nc.close()
 

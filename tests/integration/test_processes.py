@@ -81,6 +81,13 @@ def _start_replica(stack: Stack, name: str, *,
     return proc
 
 
+async def _connect_once(stack: Stack) -> None:
+    """Connect as etl/load through the gateway and leave; raises if refused."""
+    nc = await connect(stack.nats_url,
+                       oidc_envelope(stack.token(), dag_id="etl", task_id="load"))
+    await nc.close()
+
+
 def _toml(data: dict[str, object], prefix: str = "") -> str:
     """Just enough TOML for the settings dict (tables, arrays of tables, scalars, lists)."""
     lines: list[str] = []
@@ -141,13 +148,7 @@ async def test_serve_workers_run_in_the_queue_group_and_stop_together(
     try:
         _wait_for_line(proc, "gateway started")
         _wait_for_line(proc, "gateway started")
-
-        async def one() -> None:
-            envelope = oidc_envelope(plain_stack.token(), dag_id="etl", task_id="load")
-            nc = await connect(plain_stack.nats_url, envelope)
-            await nc.close()
-
-        await asyncio.gather(*(one() for _ in range(40)))
+        await asyncio.gather(*(_connect_once(plain_stack) for _ in range(40)))
     finally:
         _stop(proc)
     assert proc.returncode == 0
@@ -169,14 +170,12 @@ async def test_a_replica_killed_mid_storm_loses_nothing_it_granted(plain_stack: 
 
     async def one() -> None:
         nonlocal connected, refused
-        envelope = oidc_envelope(plain_stack.token(), dag_id="etl", task_id="load")
         try:
-            nc = await connect(plain_stack.nats_url, envelope)
+            await _connect_once(plain_stack)
         except Exception:
             refused += 1
             return
         connected += 1
-        await nc.close()
 
     try:
         storm = [asyncio.create_task(one()) for _ in range(80)]
@@ -204,12 +203,7 @@ async def test_a_replica_killed_mid_storm_loses_nothing_it_granted(plain_stack: 
 async def test_two_serve_processes_share_the_queue_group(plain_stack: Stack) -> None:
     replicas = [_start_replica(plain_stack, name) for name in ("replica-a", "replica-b")]
     try:
-        async def one() -> None:
-            envelope = oidc_envelope(plain_stack.token(), dag_id="etl", task_id="load")
-            nc = await connect(plain_stack.nats_url, envelope)
-            await nc.close()
-
-        await asyncio.gather(*(one() for _ in range(40)))
+        await asyncio.gather(*(_connect_once(plain_stack) for _ in range(40)))
     finally:
         for proc in replicas:
             _stop(proc)
