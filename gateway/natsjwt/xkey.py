@@ -8,6 +8,8 @@ the ``Nats-Server-Xkey`` header; the response is sealed back to that key. No I/O
 
 from __future__ import annotations
 
+import functools
+
 import nacl.exceptions
 import nacl.public
 import nacl.utils
@@ -26,11 +28,18 @@ class XKeyError(ValueError):
 
 
 def _box(ours: CurveKeyPair, their_public: str) -> nacl.public.Box:
+    return _shared_box(ours.private, their_public)
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_box(private: nacl.public.PrivateKey, their_public: str) -> nacl.public.Box:
+    # A Box holds the precomputed shared key; nats-server uses one xkey per process, so
+    # caching saves a curve25519 scalar multiplication on every request and response.
     try:
         raw = decode_public(their_public, Prefix.CURVE)
     except InvalidNkey as exc:
         raise XKeyError("peer xkey is not a curve public key") from exc
-    return nacl.public.Box(ours.private, nacl.public.PublicKey(raw))
+    return nacl.public.Box(private, nacl.public.PublicKey(raw))
 
 
 def seal(plaintext: bytes, ours: CurveKeyPair, their_public: str) -> bytes:
