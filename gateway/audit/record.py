@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+import time
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["AuditRecord"]
@@ -44,11 +44,12 @@ class AuditRecord:
 
     @property
     def decided_day(self) -> str:
-        return datetime.fromtimestamp(self.decided_at, UTC).strftime("%Y-%m-%d")
+        return time.strftime("%Y-%m-%d", time.gmtime(self.decided_at))
 
     def as_row(self) -> dict[str, Any]:
         """The stored form: JSON text for structured fields (what the chain hashes)."""
-        row = asdict(self)
+        # A shallow copy: dataclasses.asdict deep-copies every value, once per decision.
+        row = {name: getattr(self, name) for name in _FIELDS}
         row["permissions"] = json.dumps(self.permissions, sort_keys=True)
         row["policy_ids"] = json.dumps(list(self.policy_ids))
         row["decided_day"] = self.decided_day
@@ -60,3 +61,6 @@ class AuditRecord:
         values["permissions"] = json.loads(values.get("permissions") or "{}")
         values["policy_ids"] = tuple(json.loads(values.get("policy_ids") or "[]"))
         return cls(**values)
+
+
+_FIELDS = tuple(f.name for f in fields(AuditRecord))

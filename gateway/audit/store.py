@@ -11,13 +11,16 @@ recover by itself when the database comes back.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
     Select,
+    Table,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -33,8 +36,11 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.schema import audit_meta, checkpoints, decisions
 from gateway.errors import AuditUnavailable
 
-__all__ = ["AuditStore", "CheckpointRow", "DecisionPage", "DecisionQuery", "decode_cursor",
-           "encode_cursor"]
+__all__ = ["Appender", "AuditStore", "CheckpointRow", "DecisionPage", "DecisionQuery",
+           "decode_cursor", "encode_cursor"]
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,71 @@ def _unavailable(action: str, exc: Exception) -> AuditUnavailable:
                             code="audit_unavailable")
 
 
+def _driver_insert(engine: Engine, table: Table) -> tuple[str, tuple[str, ...] | None]:
+    """The INSERT for ``table`` (its row id left to the database) in the driver's own
+    parameter style, and the column order when that style is positional."""
+    names = [c.name for c in table.c if not (c.primary_key and c.autoincrement is True)]
+    compiled = insert(table).values({n: bindparam(n) for n in names}).compile(
+        dialect=engine.dialect)
+    order = compiled.positiontup
+    return str(compiled), tuple(order) if order is not None else None
+
+
+class Appender:
+    """The audit writer's hot path: one long-lived DB-API connection and driver-level
+    ``executemany``, so a commit costs the database's work and little Python (the
+    SQLAlchemy Core path costs a pool checkout, a ping and statement handling per
+    transaction). Same tables, same transaction per batch, same errors as
+    :meth:`AuditStore.append`. After any failure the connection is dropped and a new one
+    is opened for the next batch."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._decisions = _driver_insert(engine, decisions)
+        self._checkpoints = _driver_insert(engine, checkpoints)
+        self._conn: Any = None
+
+    def append(self, rows: Sequence[Mapping[str, Any]],
+               checkpoint: CheckpointRow | None = None) -> None:
+        """Insert stored-form rows (and a checkpoint) in one transaction."""
+        try:
+            if self._conn is None:
+                self._conn = self._engine.raw_connection()
+            cursor = self._conn.cursor()
+            try:
+                if rows:
+                    cursor.executemany(*_params(self._decisions, rows))
+                if checkpoint is not None:
+                    cursor.executemany(*_params(self._checkpoints, [checkpoint.as_row()]))
+                self._conn.commit()
+            finally:
+                cursor.close()
+        except Exception as exc:  # any driver error: the batch is not committed
+            self._discard()
+            raise _unavailable("write", exc) from exc
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.invalidate()  # rolls back what the failed batch left open, if anything
+            except Exception:  # the connection is already broken; it goes either way
+                log.debug("discarding the audit connection failed", exc_info=True)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _params(insert_sql: tuple[str, tuple[str, ...] | None],
+            rows: Sequence[Mapping[str, Any]]) -> tuple[str, list[Any]]:
+    sql, order = insert_sql
+    if order is None:
+        return sql, list(rows)
+    return sql, [tuple(row[name] for name in order) for row in rows]
+
+
 class AuditStore:
     """Append decisions and checkpoints; read them for the API, export and verify."""
 
@@ -141,6 +212,10 @@ class AuditStore:
                     conn.execute(insert(checkpoints), [checkpoint.as_row()])
         except SQLAlchemyError as exc:
             raise _unavailable("write", exc) from exc
+
+    def appender(self) -> Appender:
+        """The writer's own connection for :meth:`Appender.append` (one thread only)."""
+        return Appender(self.engine)
 
     def chain_head(self, instance: str) -> tuple[int, str] | None:
         """The last (chain_seq, record_hash) of ``instance``, or None for a new chain."""

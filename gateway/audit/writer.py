@@ -17,8 +17,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from gateway.audit.chain import GENESIS, CheckpointSigner, checkpoint_payload, record_hash
 from gateway.audit.record import AuditRecord
@@ -51,6 +52,7 @@ class AuditWriter:
         self._head: tuple[int, str] | None = None
         self._last_checkpoint = (0, clock())
         self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._appender = store.appender()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._closed = False
         self.commits = 0
@@ -98,17 +100,19 @@ class AuditWriter:
             batch.append(item)
         return batch
 
-    def _chain(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+    def _chain(self, records: Sequence[AuditRecord]) -> list[dict[str, Any]]:
+        """The records' stored rows, linked onto this instance's chain."""
         if self._head is None:
             self._head = self._store.chain_head(self._instance) or (0, GENESIS)
         seq, previous = self._head
-        chained = []
+        rows = []
         for record in records:
             seq += 1
-            linked = replace(record, chain_seq=seq, prev_hash=previous, record_hash=None)
-            previous = record_hash(linked.as_row())
-            chained.append(replace(linked, record_hash=previous))
-        return chained
+            row = record.as_row()
+            row["chain_seq"], row["prev_hash"] = seq, previous
+            previous = row["record_hash"] = record_hash(row)  # the hash leaves itself out
+            rows.append(row)
+        return rows
 
     def _checkpoint(self, head: tuple[int, str], *, force: bool = False) -> CheckpointRow | None:
         seq, head_hash = head
@@ -126,19 +130,20 @@ class AuditWriter:
                              self._signer.public_key, self._signer.sign(payload))
 
     def _commit(self, records: Sequence[AuditRecord]) -> None:
-        chained = self._chain(records)
-        head = (chained[-1].chain_seq or 0, chained[-1].record_hash or "")
+        rows = self._chain(records)
+        head = (int(rows[-1]["chain_seq"]), str(rows[-1]["record_hash"]))
         checkpoint = self._checkpoint(head)
-        self._store.append(chained, checkpoint)
+        self._appender.append(rows, checkpoint)
         self._head = head
         self.commits += 1
-        self.records += len(chained)
+        self.records += len(rows)
         if checkpoint is not None:
             self._last_checkpoint = (checkpoint.chain_seq, checkpoint.created_at)
             self.checkpoints += 1
         if self._on_commit is not None:
             try:
-                self._on_commit(chained)
+                self._on_commit([_chained(record, row) for record, row in zip(
+                    records, rows, strict=True)])
             except Exception:  # streaming is best effort; the record is already durable
                 log.exception("audit on_commit hook failed")
 
@@ -183,6 +188,7 @@ class AuditWriter:
             for _, _, future, loop in batch:
                 _report(future, loop, error)
         self._final_checkpoint()
+        self._appender.close()
 
     def _final_checkpoint(self) -> None:
         """On shutdown, sign the chain's end, so a later truncation is detectable."""
@@ -192,7 +198,7 @@ class AuditWriter:
         if checkpoint is None:
             return
         try:
-            self._store.append([], checkpoint)
+            self._appender.append([], checkpoint)
             self.checkpoints += 1
         except AuditUnavailable as exc:
             log.warning("final audit checkpoint not written: %s", exc.description)
@@ -203,6 +209,11 @@ class AuditWriter:
             self._closed = True
             self._queue.put(None)
             self._thread.join(timeout)
+
+
+def _chained(record: AuditRecord, row: Mapping[str, Any]) -> AuditRecord:
+    return replace(record, chain_seq=row["chain_seq"], prev_hash=row["prev_hash"],
+                   record_hash=row["record_hash"])
 
 
 def _report(future: asyncio.Future[None], loop: asyncio.AbstractEventLoop,
