@@ -144,6 +144,9 @@ class ApiSettings(_Section):
 class OidcSettings(_Section):
     issuers: tuple[OidcIssuerConfig, ...] = ()
     identity_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    token_cache_size: int = Field(
+        default=10_000, ge=0,
+        description="verified tokens kept (by hash) until they expire; 0 turns it off")
 
 
 ENV_PREFIX = "NATS_GATEWAY_"

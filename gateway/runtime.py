@@ -138,7 +138,8 @@ class Gateway:
             checkpoint_interval_seconds=settings.audit.checkpoint_interval_seconds,
             on_commit=self._stream if settings.audit.stream_subject else None)
         self._http = httpx.AsyncClient(follow_redirects=False)
-        self.oidc = OidcVerifier(settings.oidc.issuers, self._http)
+        self.oidc = OidcVerifier(settings.oidc.issuers, self._http,
+                                 token_cache_size=settings.oidc.token_cache_size)
         self.aws = (StsVerifier(settings.aws, self._http, metrics=self.metrics)
                     if settings.aws.enabled else None)
         self.handler = CalloutHandler(

@@ -175,6 +175,14 @@ class DevIssuer:
             self._current_kid = kid
         return kid
 
+    def remove_key(self, kid: str) -> None:
+        """Take a key out of the JWKS, as an IdP does after a compromise (the current
+        key cannot be removed: rotate first)."""
+        with self._lock:
+            if kid == self._current_kid:
+                raise ValueError("rotate before removing the current key")
+            del self._keys[kid]
+
     def public_jwk(self) -> dict[str, Any]:
         """The current public key as a JWK (kty, kid, use, alg and the key parameters)."""
         with self._lock:

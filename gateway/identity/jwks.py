@@ -71,6 +71,13 @@ class JwksCache:
                                 code="unknown_key")
         return key
 
+    def is_current(self, kid: str | None, jwk: dict[str, Any]) -> bool:
+        """Whether ``jwk`` is still what the issuer publishes for ``kid`` (for a cached
+        token); a stale set is refreshed in the background, as :meth:`get` does."""
+        if self._is_stale():
+            self._start_background_refresh()
+        return self._lookup(kid) == jwk
+
     async def warm(self) -> None:
         """Fetch once at start; failure is logged, requests will retry."""
         try:

@@ -12,7 +12,9 @@ __all__ = ["Identity", "fingerprint"]
 
 def fingerprint(proof: str) -> str:
     """A stable, non-reversible name for a secret proof: what logs and audit records keep."""
-    return "sha256:" + hashlib.sha256(proof.encode()).hexdigest()
+    # surrogatepass: a JSON-escaped lone surrogate is a valid string here and must hash,
+    # not crash, so that it is refused as malformed like any other garbage.
+    return "sha256:" + hashlib.sha256(proof.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)

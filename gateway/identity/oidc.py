@@ -14,6 +14,10 @@ The checks, in order, each refusing with a named IdentityError code:
    only when present): ``iss`` exact, ``aud`` one of the configured, ``exp``, ``nbf``,
    ``iat`` not in the future, all with the issuer's leeway;
 6. lifetime: ``exp - iat`` at most ``max_lifetime_seconds``.
+
+A token that passed all of them is cached by its hash until it expires
+(``identity/token_cache.py``); each later use re-runs the time checks and confirms its
+key is still in the issuer's JWKS.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from gateway.errors import IdentityError
 from gateway.identity.jwks import JwksCache
 from gateway.identity.model import Identity, fingerprint
 from gateway.identity.oidc_config import OidcIssuerConfig
+from gateway.identity.token_cache import CachedToken, TokenCache
 
 __all__ = ["MAX_TOKEN_BYTES", "OidcVerifier"]
 
@@ -40,8 +45,6 @@ _REQUIRED = ["iss", "aud", "exp", "iat", "sub"]
 
 
 def _unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    if len(token) > MAX_TOKEN_BYTES:
-        raise IdentityError(f"token exceeds {MAX_TOKEN_BYTES} bytes", code="oversized_token")
     if token.count(".") != 2:
         raise IdentityError("token is not a compact jws", code="malformed_token")
     try:
@@ -137,11 +140,12 @@ class OidcVerifier:
 
     def __init__(
         self, issuers: Sequence[OidcIssuerConfig], http: httpx.AsyncClient, *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, token_cache_size: int = 10_000,
     ) -> None:
         self._configs = {config.issuer: config for config in issuers}
         self._caches = {config.issuer: JwksCache(config, http) for config in issuers}
         self._clock = clock
+        self.tokens = TokenCache(token_cache_size)
 
     @property
     def caches(self) -> Mapping[str, JwksCache]:
@@ -152,6 +156,33 @@ class OidcVerifier:
             await cache.warm()
 
     async def verify(self, token: str) -> Identity:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise IdentityError(f"token exceeds {MAX_TOKEN_BYTES} bytes", code="oversized_token")
+        token_hash = fingerprint(token)
+        cached = self.tokens.get(token_hash)
+        if cached is not None and self._still_valid(cached, token_hash):
+            return cached.identity
+        identity, kid, jwk = await self._verify_fully(token, token_hash)
+        self.tokens.put(token_hash, CachedToken(identity, kid, jwk), self._clock())
+        return identity
+
+    def _still_valid(self, cached: CachedToken, token_hash: str) -> bool:
+        """Re-run what can change while a verified token is cached; a token whose time
+        ran out is refused as such, one whose key left the JWKS is verified afresh."""
+        identity = cached.identity
+        config = self._configs[identity.issuer]
+        try:
+            _check_times(identity.claims, config, self._clock())
+        except IdentityError:
+            self.tokens.discard(token_hash)
+            raise
+        if not self._caches[identity.issuer].is_current(cached.kid, cached.jwk):
+            self.tokens.discard(token_hash)
+            return False
+        return True
+
+    async def _verify_fully(self, token: str,
+                            token_hash: str) -> tuple[Identity, str | None, dict[str, Any]]:
         header, unverified = _unverified_parts(token)
         issuer = unverified.get("iss")
         config = self._configs.get(issuer) if isinstance(issuer, str) else None
@@ -159,11 +190,12 @@ class OidcVerifier:
             raise IdentityError(f"issuer `{str(issuer)[:200]}` is not configured",
                                 code="unknown_issuer")
         alg = _check_header(header, config)
-        kid = header.get("kid")
-        jwk = await self._caches[config.issuer].get(kid if isinstance(kid, str) else None)
+        kid = header.get("kid") if isinstance(header.get("kid"), str) else None
+        jwk = await self._caches[config.issuer].get(kid)
         claims = validate_signed_claims(token, _key_for(jwk, alg), alg, config, self._clock())
-        return Identity(
+        identity = Identity(
             method="oidc", issuer=config.issuer, issuer_name=config.name,
             subject=claims["sub"], expires=int(claims["exp"]),
-            fingerprint=fingerprint(token), claims=claims,
+            fingerprint=token_hash, claims=claims,
         )
+        return identity, kid, jwk

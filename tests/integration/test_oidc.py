@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -164,3 +166,64 @@ async def test_an_unconfigured_issuer_is_never_contacted(http: httpx.AsyncClient
                                  headers={"jku": attacker.jwks_uri, "x5u": attacker.jwks_uri})
         assert await _code(verifier, forged) == "forbidden_header"
         assert attacker.jwks_requests == before == 0
+
+
+async def test_a_verified_token_is_served_from_the_cache_until_it_expires(
+    issuer: DevIssuer, http: httpx.AsyncClient
+) -> None:
+    now = [time.time()]
+    verifier = OidcVerifier([OidcIssuerConfig(issuer=issuer.issuer, audiences=[AUD],
+                                              leeway_seconds=5)], http, clock=lambda: now[0])
+    token = issuer.mint(subject="w", audience=AUD, lifetime=60)
+    first = await verifier.verify(token)
+    again = await verifier.verify(token)
+    assert again == first and (verifier.tokens.hits, verifier.tokens.misses) == (1, 1)
+    now[0] += 60 + 5 + 1  # past exp plus leeway: the cached entry must not outlive it
+    assert await _code(verifier, token) == "expired_token"
+    assert len(verifier.tokens) == 0
+
+
+async def test_a_cached_token_is_refused_once_its_key_leaves_the_jwks(
+    issuer: DevIssuer, http: httpx.AsyncClient
+) -> None:
+    verifier = _verifier(issuer, http, jwks_refresh_seconds=0.05,
+                         jwks_refetch_cooldown_seconds=0)
+    old_kid = issuer.public_jwk()["kid"]
+    token = issuer.mint(subject="w", audience=AUD)
+    await verifier.verify(token)
+    issuer.rotate_key()
+    issuer.remove_key(old_kid)  # the IdP withdraws the key, e.g. after a compromise
+    await asyncio.sleep(0.1)
+    with contextlib.suppress(IdentityError):
+        await verifier.verify(token)  # may still be served while the refresh runs
+    await asyncio.sleep(0.2)  # the background refresh has replaced the key set
+    assert await _code(verifier, token) == "unknown_key"
+    assert await _code(verifier, token) == "unknown_key"  # and it is not cached again
+
+
+async def test_refused_tokens_are_never_cached(issuer: DevIssuer,
+                                               http: httpx.AsyncClient) -> None:
+    verifier = _verifier(issuer, http)
+    forged = issuer.mint(subject="w", audience=AUD, kid=issuer.public_jwk()["kid"],
+                         key=DevIssuer.foreign_private_key())
+    for _ in range(2):
+        assert await _code(verifier, forged) == "bad_signature"
+    assert (len(verifier.tokens), verifier.tokens.hits) == (0, 0)
+
+
+async def test_cache_size_zero_verifies_every_time(issuer: DevIssuer,
+                                                   http: httpx.AsyncClient) -> None:
+    verifier = OidcVerifier([OidcIssuerConfig(issuer=issuer.issuer, audiences=[AUD])], http,
+                            token_cache_size=0)
+    token = issuer.mint(subject="w", audience=AUD)
+    await verifier.verify(token)
+    await verifier.verify(token)
+    assert (len(verifier.tokens), verifier.tokens.hits) == (0, 0)
+
+
+async def test_a_lone_surrogate_token_is_malformed_not_a_crash(
+    issuer: DevIssuer, http: httpx.AsyncClient
+) -> None:
+    # A JSON-escaped "\ud800" in the envelope decodes to a lone surrogate: it is hashed
+    # for the cache lookup and then refused like any other garbage.
+    assert await _code(_verifier(issuer, http), "a.\ud800.b") == "malformed_token"
