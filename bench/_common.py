@@ -1,13 +1,13 @@
-"""What the benchmarks share: writing their section of docs/benchmarks.md, and a
-gateway process behind a real nats-server."""
+"""What the benchmarks share: writing their section of docs/benchmarks.md, and a callout
+responder (the gateway, or the no-op floor) behind a real nats-server."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.dev.natsserver import NatsServer
@@ -20,7 +20,9 @@ from gateway.keyfiles import (
 )
 from gateway.natsconf import CalloutServerConfig, render_callout_config
 
-__all__ = ["gateway_process", "write_section"]
+__all__ = ["BENCH_DIR", "Stack", "callout_stack", "gateway_toml", "rss_mb", "write_section"]
+
+BENCH_DIR = Path(__file__).resolve().parent
 
 
 def write_section(path: Path, name: str, body: str) -> None:
@@ -36,21 +38,34 @@ def write_section(path: Path, name: str, body: str) -> None:
     path.write_text(text)
 
 
-@contextmanager
-def gateway_process(tmp: Path, extra_toml: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """nats-server with auth callout (xkey on) and `nats-gateway serve` (SQLite audit in
-    ``tmp/audit.db``, policies from ``tmp/policies``); yields the NATS url and the
-    gateway process."""
-    keys = tmp / "keys"
-    publics = generate_keys(keys)
-    config = render_callout_config(CalloutServerConfig(
-        issuer_account=publics.issuer_account, auth_user_nkey=publics.auth_user,
-        xkey=publics.xkey, port=-1))
-    with NatsServer(config) as server:
-        gateway_toml = tmp / "gateway.toml"
-        gateway_toml.write_text(f"""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process (``VmHWM`` for its peak), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Stack:
+    url: str
+    server: NatsServer
+    process: subprocess.Popen[bytes]
+    keys: Path
+
+    def responder_pids(self) -> list[int]:
+        """The processes answering callouts: the responder, or its `--workers` children."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        return pids or [self.process.pid]
+
+
+def gateway_toml(tmp: Path, url: str, keys: Path, audit_url: str, extra_toml: str) -> Path:
+    """`nats-gateway serve` config: xkey on, policies from ``tmp/policies``, API off."""
+    path = tmp / "gateway.toml"
+    path.write_text(f"""
 [nats]
-url = "{server.url}"
+url = "{url}"
 user_seed_file = "{keys / USER_FILE}"
 [keys]
 issuer_seed_file = "{keys / ISSUER_FILE}"
@@ -58,18 +73,37 @@ xkey_seed_file = "{keys / XKEY_FILE}"
 [policy]
 dir = "{tmp / 'policies'}"
 [audit]
-url = "sqlite:///{tmp / 'audit.db'}"
+url = "{audit_url}"
 checkpoint_key_file = "{keys / CHECKPOINT_FILE}"
 [api]
 enabled = false
 {extra_toml}
 """)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
-             "--config", str(gateway_toml)])
+    return path
+
+
+@contextmanager
+def callout_stack(tmp: Path, responder: list[str] | None = None, *, extra_toml: str = "",
+                  audit_url: str | None = None, workers: int = 1) -> Iterator[Stack]:
+    """nats-server with auth callout (xkey on) and a responder process: ``responder`` (a
+    command; ``{url}`` and ``{keys}`` are filled in) or else `nats-gateway serve`. The
+    caller waits for readiness (by connecting), so no fixed sleep is needed."""
+    keys = tmp / "keys"
+    publics = generate_keys(keys)
+    config = render_callout_config(CalloutServerConfig(
+        issuer_account=publics.issuer_account, auth_user_nkey=publics.auth_user,
+        xkey=publics.xkey, port=-1))
+    with NatsServer(config) as server:
+        if responder is not None:
+            command = [part.format(url=server.url, keys=keys) for part in responder]
+        else:
+            toml = gateway_toml(tmp, server.url, keys,
+                                audit_url or f"sqlite:///{tmp / 'audit.db'}", extra_toml)
+            command = [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
+                       "--config", str(toml), "--workers", str(workers)]
+        proc = subprocess.Popen(command)
         try:
-            time.sleep(2.0)
-            yield server.url, proc
+            yield Stack(server.url, server, proc, keys)
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)

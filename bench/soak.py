@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import nats
-from _common import gateway_process, write_section  # bench/ is on sys.path as a script
+from _common import callout_stack, rss_mb, write_section  # bench/ is on sys.path as a script
+from _load import Credential, wait_ready
 
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.store import AuditStore
@@ -44,13 +45,6 @@ policies:
       subscribe: {{allow: ["airflow.{{dag_id}}.{{task_id}}.>"]}}
     ttl_seconds: 60
 """
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Tally:
@@ -115,11 +109,14 @@ def run(minutes: float, clients: int) -> dict[str, object]:
             extra = f"""[[oidc.issuers]]
 issuer = "{issuer.issuer}"
 audiences = ["nats-gateway"]"""
-            with gateway_process(tmp, extra) as (url, proc):
-                time.sleep(0.5)
+            with callout_stack(tmp, extra_toml=extra) as stack:
+                url = stack.url
+                wait_ready(url, Credential("token", token=oidc_envelope(
+                    issuer.mint(subject="soak-worker", audience="nats-gateway", lifetime=300),
+                    dag_id="etl", task_id="ready")))
                 samples: list[tuple[float, float]] = []
                 started = time.monotonic()
-                tally = asyncio.run(drive(url, issuer, clients, minutes * 60, proc.pid,
+                tally = asyncio.run(drive(url, issuer, clients, minutes * 60, stack.process.pid,
                                           samples))
                 elapsed = time.monotonic() - started
         store = AuditStore(f"sqlite:///{tmp / 'audit.db'}")
@@ -133,7 +130,8 @@ audiences = ["nats-gateway"]"""
     return {
         "minutes": minutes, "clients": clients, "decisions": tally.grants + tally.denies,
         "per_second": (tally.grants + tally.denies) / elapsed,
-        "grants": tally.grants, "recorded_grants": recorded_grants,
+        # The readiness connect is one more grant than the clients counted.
+        "grants": tally.grants + 1, "recorded_grants": recorded_grants,
         "denies": tally.denies, "recorded_denies": recorded_denies,
         "unexpected": len(tally.unexpected), "examples": tally.unexpected[:3],
         "chain_ok": report.ok,

@@ -7,39 +7,13 @@ server cannot be reached the test fails loudly: it is never skipped.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
+from gateway.dev.postgres import postgres_database
 
-ADMIN_DSN = os.environ.get("NATS_GATEWAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _admin() -> psycopg.Connection:
-    try:
-        return psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        raise RuntimeError(
-            f"PostgreSQL is required for the audit tests and is not reachable at {ADMIN_DSN} "
-            f"({exc}). Start it, or set NATS_GATEWAY_TEST_PG.") from exc
-
-
-@contextmanager
-def postgres_database() -> Iterator[tuple[str, int]]:
-    """A new empty database; yields (SQLAlchemy URL, port)."""
-    name = f"gw_test_{uuid.uuid4().hex[:12]}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-        info = conn.info
-        host, port, user = info.host, info.port, info.user
-    try:
-        yield f"postgresql+psycopg://{user}@{host}:{port}/{name}", port
-    finally:
-        with _admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+__all__ = ["audit_database", "postgres_database"]
 
 
 @contextmanager
