@@ -92,6 +92,10 @@ class PolicySettings(_Section):
         default=2.0, ge=0, le=3600,
         description="how often to look for changed policy files; 0 turns polling off "
                     "(SIGHUP still reloads)")
+    decision_cache_size: int = Field(
+        default=10_000, ge=0,
+        description="decisions kept by identity, scope and client for the current policy "
+                    "set; 0 turns it off")
 
 
 class AuditSettings(_Section):

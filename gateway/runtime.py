@@ -35,6 +35,7 @@ from gateway.identity.model import Identity
 from gateway.identity.oidc import OidcVerifier
 from gateway.metrics import Metrics, StateCollector
 from gateway.natsjwt.nkeys import CurveKeyPair, InvalidNkey, Prefix, SigningKeyPair
+from gateway.policy.cache import DecisionCache
 from gateway.policy.reload import PolicyHolder, watch_policies
 
 __all__ = ["Gateway", "GatewayKeys", "load_keys"]
@@ -154,6 +155,7 @@ class Gateway:
                 auth_timeout_seconds=settings.nats.auth_timeout_seconds,
                 instance=instance),
             metrics=self.metrics,
+            decisions=DecisionCache(settings.policy.decision_cache_size),
         )
         self.service = CalloutService(
             self.handler, url=settings.nats.url, user_seed=self.keys.auth_user.seed,

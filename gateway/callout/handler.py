@@ -41,6 +41,7 @@ from gateway.natsjwt.claims import (
 )
 from gateway.natsjwt.nkeys import CurveKeyPair, SigningKeyPair
 from gateway.natsjwt.xkey import XKeyError, open_sealed, seal
+from gateway.policy.cache import DecisionCache
 from gateway.policy.decide import ClientConnection, Decision, decide
 from gateway.policy.load import PolicySet
 
@@ -98,6 +99,7 @@ class CalloutHandler:
         verify_identity: IdentityVerifier, policies: Callable[[], PolicySet],
         audit: AuditSink, settings: HandlerSettings,
         clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
+        decisions: DecisionCache | None = None,
     ) -> None:
         self._issuer = issuer
         self._xkey = xkey
@@ -107,6 +109,7 @@ class CalloutHandler:
         self._settings = settings
         self._clock = clock
         self._metrics = metrics
+        self._decide = decisions.decide if decisions is not None else decide
 
     async def handle(self, data: bytes, headers: Mapping[str, str] | None) -> bytes | None:
         """The response bytes to send, or None when the request cannot be answered."""
@@ -180,7 +183,8 @@ class CalloutHandler:
         ctx.policy_set = self._policies()
         client = ClientConnection.from_client_info(
             request.client.host, request.client.kind, request.client.type)
-        ctx.decision = decide(ctx.policy_set, ctx.identity, ctx.envelope.scope, client, now)
+        ctx.decision = self._decide(ctx.policy_set, ctx.identity, ctx.envelope.scope, client,
+                                    now)
         mark = self._step("policy", mark)
         grant, signer = self._grant(request, ctx)
         user_jwt = encode_user_jwt(grant, signer, now=now)

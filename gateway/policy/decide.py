@@ -17,7 +17,7 @@ import functools
 import ipaddress
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NoReturn
 
 from gateway.envelope import Scope
 from gateway.errors import PolicyDenied
@@ -33,9 +33,13 @@ __all__ = [
     "Decision",
     "Evaluation",
     "PolicyResult",
+    "Shape",
     "decide",
+    "decision_from",
     "evaluate",
+    "matching",
     "rendered_subjects",
+    "shape_of",
 ]
 
 _NO_LIMIT = -1
@@ -212,24 +216,71 @@ def _expiry(policies: Sequence[Policy], identity: Identity, now: int) -> tuple[i
     return by_policy, f"ttl_seconds of policy `{shortest.id}`"
 
 
-def _decision(policy_set: PolicySet, matched: Sequence[Policy], identity: Identity,
-              scope: Scope, client: ClientConnection, now: int) -> Decision:
+@dataclass(frozen=True)
+class Shape:
+    """A decision apart from the clock: which policies matched and what they grant (or
+    which denial they lead to). It depends only on the policy set, the identity, the
+    scope and the client, so :class:`gateway.policy.cache.DecisionCache` may keep it;
+    :func:`decision_from` adds the time-dependent part on every use."""
+
+    matched: tuple[Policy, ...]
+    account: str | None = None
+    permissions: Permissions | None = None
+    # Denials in the order decisions check them: before the expiry, and after it.
+    early_denial: PolicyDenied | None = None
+    late_denial: PolicyDenied | None = None
+
+
+def shape_of(matched: Sequence[Policy], identity: Identity, scope: Scope,
+             client: ClientConnection) -> Shape:
     if not matched:
-        raise PolicyDenied(
+        return Shape((), early_denial=PolicyDenied(
             f"no policy grants dag `{scope.dag_id}` task `{scope.task_id}` to "
-            f"`{identity.principal}`", code="no_matching_policy")
+            f"`{identity.principal}`", code="no_matching_policy"))
     accounts = {p.account for p in matched if p.account is not None}
     if len(accounts) > 1:
-        raise PolicyDenied(f"matching policies place the user in different accounts "
-                           f"({', '.join(sorted(accounts))})", code="account_conflict")
-    expires, bound = _expiry(matched, identity, now)
+        return Shape(tuple(matched), early_denial=PolicyDenied(
+            f"matching policies place the user in different accounts "
+            f"({', '.join(sorted(accounts))})", code="account_conflict"))
+    try:
+        permissions = _permissions(matched, scope, client)
+    except PolicyDenied as denial:
+        return Shape(tuple(matched), late_denial=denial)
+    return Shape(tuple(matched), next(iter(accounts), None), permissions)
+
+
+def _raise(denial: PolicyDenied) -> NoReturn:
+    # A fresh exception each time: a cached shape may be used by many decisions.
+    raise PolicyDenied(denial.description, code=denial.code)
+
+
+def decision_from(shape: Shape, policy_set_hash: str, identity: Identity, now: int) -> Decision:
+    """The decision for ``shape`` at ``now``, or PolicyDenied."""
+    if shape.early_denial is not None:
+        _raise(shape.early_denial)
+    expires, bound = _expiry(shape.matched, identity, now)
     if expires <= now:
         raise PolicyDenied("identity expires before a grant could start", code="expired_identity")
+    if shape.late_denial is not None:
+        _raise(shape.late_denial)
+    assert shape.permissions is not None
     return Decision(
-        permissions=_permissions(matched, scope, client), expires=expires,
-        policy_ids=tuple(p.id for p in matched), policy_set_hash=policy_set.content_hash,
-        expiry_bound=bound, account=next(iter(accounts), None),
+        permissions=shape.permissions, expires=expires,
+        policy_ids=tuple(p.id for p in shape.matched), policy_set_hash=policy_set_hash,
+        expiry_bound=bound, account=shape.account,
     )
+
+
+def _decision(policy_set: PolicySet, matched: Sequence[Policy], identity: Identity,
+              scope: Scope, client: ClientConnection, now: int) -> Decision:
+    return decision_from(shape_of(matched, identity, scope, client), policy_set.content_hash,
+                         identity, now)
+
+
+def matching(policy_set: PolicySet, identity: Identity, scope: Scope) -> list[Policy]:
+    """The policies that match, without explanations (the live decision's scan)."""
+    return [policy for policy in policy_set.policies
+            if _policy_result(policy, "", identity, scope, explain=False).matched]
 
 
 def evaluate(policy_set: PolicySet, identity: Identity, scope: Scope,
@@ -252,8 +303,6 @@ def evaluate(policy_set: PolicySet, identity: Identity, scope: Scope,
 def decide(policy_set: PolicySet, identity: Identity, scope: Scope,
            client: ClientConnection, now: int) -> Decision:
     """The permissions for ``identity`` acting for ``scope``, or PolicyDenied."""
-    evaluation = evaluate(policy_set, identity, scope, client, now, explain=False)
-    if evaluation.decision is None:
-        assert evaluation.denial is not None
-        raise evaluation.denial
-    return evaluation.decision
+    matched = matching(policy_set, identity, scope)
+    return decision_from(shape_of(matched, identity, scope, client), policy_set.content_hash,
+                         identity, now)

@@ -39,6 +39,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "keys.xkey_seed_file": ("xkey-f.nk", "xkey-e.nk"),
     "policy.dir": ("pf", "pe"),
     "policy.reload_interval_seconds": (5.0, 0.0),
+    "policy.decision_cache_size": (0, 100),
     "audit.url": ("sqlite:////tmp/f.db", "postgresql+psycopg://u@h/e"),
     "audit.migrate_on_start": (False, True),
     "audit.checkpoint_key_file": ("ck-f.key", "ck-e.key"),
