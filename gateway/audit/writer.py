@@ -67,22 +67,26 @@ class AuditWriter:
         """False from a failed commit until the next successful one."""
         return self._last_ok
 
-    async def write(self, record: AuditRecord, deadline: float | None = None) -> None:
-        """Return once ``record`` is committed; raise AuditUnavailable otherwise.
+    def write(self, record: AuditRecord, deadline: float | None = None) -> asyncio.Future[None]:
+        """Queue ``record`` now; the future resolves once it is committed, or raises
+        AuditUnavailable. Queuing happens in this call, not at the first ``await``, so a
+        caller can do other work (signing its answer) while the store commits.
 
         With a ``deadline`` (epoch seconds), a record whose commit could not start with
         ``commit_budget_seconds`` to spare is refused instead of written late: the store's
         own timeouts (SQLite lock wait 1 s, PostgreSQL statements 1 s) fit in the budget,
         so a "grant" is never recorded after the answer could still matter."""
-        if self._closed:
-            raise AuditUnavailable("audit writer is closed", code="audit_unavailable")
-        if record.gateway_instance != self._instance:
-            raise AuditUnavailable("record is for another gateway instance",
-                                   code="audit_unavailable")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.put((record, deadline, future, loop))
-        await future
+        if self._closed:
+            future.set_exception(AuditUnavailable("audit writer is closed",
+                                                  code="audit_unavailable"))
+        elif record.gateway_instance != self._instance:
+            future.set_exception(AuditUnavailable("record is for another gateway instance",
+                                                  code="audit_unavailable"))
+        else:
+            self._queue.put((record, deadline, future, loop))
+        return future
 
     def _next_batch(self) -> list[_Item] | None:
         first = self._queue.get()

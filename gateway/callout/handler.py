@@ -89,6 +89,8 @@ class _Context:
     decision: Decision | None = None
     server_xkey: str | None = None
     policy_set: PolicySet | None = None
+    # The grant's record is committed, yet the answer failed after it (signing).
+    grant_recorded: bool = False
 
 
 class CalloutHandler:
@@ -187,17 +189,30 @@ class CalloutHandler:
                                     now)
         mark = self._step("policy", mark)
         grant, signer = self._grant(request, ctx)
-        user_jwt = encode_user_jwt(grant, signer, now=now)
-        response = encode_grant_response(
-            user_nkey=request.user_nkey, server_id=request.server.id, user_jwt=user_jwt,
-            signer=self._issuer, now=now)
+        # The record is queued first and the answer signed while the store commits; the
+        # answer leaves only after the commit, else the pipeline turns it into a deny.
+        committed = asyncio.ensure_future(
+            self._audit(self._record(ctx, "grant", "granted", "granted"), self._deadline(ctx)))
+        try:
+            response = self._sign_grant(request, grant, signer, now)
+        except Exception:
+            outcome = (await asyncio.gather(committed, return_exceptions=True))[0]
+            ctx.grant_recorded = not isinstance(outcome, BaseException)
+            raise
         mark = self._step("sign", mark)
-        await self._audit(self._record(ctx, "grant", "granted", "granted"), self._deadline(ctx))
+        await committed
         self._step("audit", mark)
         self._count("grant", ctx.envelope.method, "granted", ctx)
         if log.isEnabledFor(logging.INFO):  # the fields cost a dict per connection
             log.info("grant %s", ctx.decision_id, extra={"decision": self._log_fields(ctx)})
         return response
+
+    def _sign_grant(self, request: AuthorizationRequest, grant: UserGrant,
+                    signer: SigningKeyPair, now: int) -> str:
+        user_jwt = encode_user_jwt(grant, signer, now=now)
+        return encode_grant_response(
+            user_nkey=request.user_nkey, server_id=request.server.id, user_jwt=user_jwt,
+            signer=self._issuer, now=now)
 
     def _log_fields(self, ctx: _Context, error: GatewayError | None = None) -> dict[str, Any]:
         """One structured line per decision: ids and codes, never credentials."""
@@ -216,8 +231,9 @@ class CalloutHandler:
 
     async def _identity(self, envelope: CredentialEnvelope) -> Identity:
         try:
-            return await asyncio.wait_for(self._verify_identity(envelope),
-                                          self._settings.identity_timeout_seconds)
+            # asyncio.timeout runs the verifier in this task (wait_for would start another).
+            async with asyncio.timeout(self._settings.identity_timeout_seconds):
+                return await self._verify_identity(envelope)
         except TimeoutError as exc:
             raise IdentityUnavailable("identity provider did not answer in time",
                                       code="identity_timeout") from exc
@@ -261,6 +277,11 @@ class CalloutHandler:
             log.info("deny %s %s", ctx.decision_id, _reason(error),
                      extra={"decision": self._log_fields(ctx, error)})
         self._count("deny", ctx.envelope.method if ctx.envelope else "", error.code, ctx)
+        if ctx.grant_recorded:
+            # A second record would reuse the decision id; the log says what happened.
+            log.error("decision %s: its grant record is committed but the answer could not "
+                      "be signed (%s); the client is refused", ctx.decision_id, error.code)
+            return
         try:
             await self._audit(self._record(ctx, "deny", error.code, error.description),
                               self._deadline(ctx))

@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 from dataclasses import dataclass
-from functools import cached_property
 
 import nacl.exceptions
 import nacl.public
@@ -87,8 +87,10 @@ def encode_public(prefix: Prefix, raw: bytes) -> str:
     return _b32encode(_with_crc(bytes([prefix]) + raw))
 
 
+@functools.lru_cache(maxsize=256)
 def decode_public(text: str, expected: Prefix) -> bytes:
-    """Return the raw 32-byte key of ``text`` if it is a public nkey of type ``expected``."""
+    """Return the raw 32-byte key of ``text`` if it is a public nkey of type ``expected``.
+    Cached: the server's key is decoded twice for every auth request it signs."""
     body = _strip_crc(_b32decode(text))
     if len(body) != 33 or body[0] != expected:
         raise InvalidNkey(f"not a {expected.name.lower()} public key")
@@ -124,11 +126,15 @@ def _decode_seed(text: str, expected: Prefix) -> bytes:
 def verify_signature(public_key: str, prefix: Prefix, data: bytes, signature: bytes) -> bool:
     """True when ``signature`` is ``public_key``'s ed25519 signature over ``data``."""
     try:
-        raw = decode_public(public_key, prefix)
-        nacl.signing.VerifyKey(raw).verify(data, signature)
+        _verify_key(public_key, prefix).verify(data, signature)
     except (InvalidNkey, nacl.exceptions.BadSignatureError, ValueError):
         return False
     return True
+
+
+@functools.lru_cache(maxsize=256)
+def _verify_key(public_key: str, prefix: Prefix) -> nacl.signing.VerifyKey:
+    return nacl.signing.VerifyKey(decode_public(public_key, prefix))
 
 
 @dataclass(frozen=True, repr=False)
@@ -149,7 +155,7 @@ class SigningKeyPair:
         raw = _decode_seed(seed.strip(), prefix)
         return cls(prefix, nacl.signing.SigningKey(raw))
 
-    @cached_property
+    @functools.cached_property
     def public_key(self) -> str:  # cached: it goes into every JWT this key signs
         return encode_public(self.prefix, bytes(self._key.verify_key))
 
@@ -178,7 +184,7 @@ class CurveKeyPair:
     def from_seed(cls, seed: str) -> CurveKeyPair:
         return cls(nacl.public.PrivateKey(_decode_seed(seed.strip(), Prefix.CURVE)))
 
-    @cached_property
+    @functools.cached_property
     def public_key(self) -> str:
         return encode_public(Prefix.CURVE, bytes(self._key.public_key))
 
