@@ -69,8 +69,7 @@ class AuditWriter:
 
     def write(self, record: AuditRecord, deadline: float | None = None) -> asyncio.Future[None]:
         """Queue ``record`` now; the future resolves once it is committed, or raises
-        AuditUnavailable. Queuing happens in this call, not at the first ``await``, so a
-        caller can do other work (signing its answer) while the store commits.
+        AuditUnavailable.
 
         With a ``deadline`` (epoch seconds), a record whose commit could not start with
         ``commit_budget_seconds`` to spare is refused instead of written late: the store's
