@@ -37,6 +37,10 @@ class Metrics:
         self.in_flight = Gauge(
             "nats_gateway_in_flight_requests", "Auth callout requests being decided",
             registry=r)
+        self.shed = Counter(
+            "nats_gateway_shed_requests",
+            "Auth requests dropped unanswered: they queued too long to be decided and "
+            "recorded before nats-server's auth timeout (overload)", registry=r)
         self.sts_calls = Counter(
             "nats_gateway_sts_calls", "STS GetCallerIdentity calls, by result", ["result"],
             registry=r)

@@ -26,16 +26,19 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.store import AuditStore, CheckpointRow
 from gateway.errors import AuditUnavailable
 
-__all__ = ["AuditWriter"]
+__all__ = ["COMMIT_BUDGET_SECONDS", "AuditWriter"]
 
 log = logging.getLogger(__name__)
+# A record must be able to start its commit this long before its deadline (see write()).
+COMMIT_BUDGET_SECONDS = 1.2
 _Item = tuple[AuditRecord, float | None, asyncio.Future[None], asyncio.AbstractEventLoop]
 
 
 class AuditWriter:
     def __init__(
         self, store: AuditStore, *, instance: str, signer: CheckpointSigner | None = None,
-        max_batch: int = 256, checkpoint_every: int = 1000, commit_budget_seconds: float = 1.2,
+        max_batch: int = 256, checkpoint_every: int = 1000,
+        commit_budget_seconds: float = COMMIT_BUDGET_SECONDS,
         checkpoint_interval_seconds: float = 60.0,
         on_commit: Callable[[Sequence[AuditRecord]], None] | None = None,
         clock: Callable[[], float] = time.time,

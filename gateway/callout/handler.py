@@ -111,10 +111,12 @@ class CalloutHandler:
         self._metrics = metrics
         self._decide = decisions.decide if decisions is not None else decide
 
-    async def handle(self, data: bytes, headers: Mapping[str, str] | None) -> bytes | None:
-        """The response bytes to send, or None when the request cannot be answered."""
+    async def handle(self, data: bytes, headers: Mapping[str, str] | None, *,
+                     queued_seconds: float = 0.0) -> bytes | None:
+        """The response bytes to send, or None when the request cannot be answered.
+        ``queued_seconds``: how long it waited before this call, spent from its deadline."""
         ctx = _Context(decision_id=uuid.uuid4().hex, started=time.perf_counter(),
-                       received_at=self._clock())
+                       received_at=self._clock() - queued_seconds)
         try:
             ctx.request = self._open_and_verify(data, headers or {}, ctx)
         except RequestError as exc:

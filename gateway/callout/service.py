@@ -2,7 +2,9 @@
 
 Replicas share the queue group, so nats-server spreads requests over them. Each request
 runs in its own task; a semaphore bounds how many decide at once, so a reconnect storm
-queues instead of exhausting memory, and nats-py's reader is never blocked.
+queues instead of exhausting memory, and nats-py's reader is never blocked. A request
+that queued past the point where its record could still be committed before nats-server's
+auth timeout is dropped unanswered (shed) rather than decided too late.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ class CalloutService:
         self, handler: CalloutHandler, *, url: str, user_seed: str,
         queue_group: str = "nats-gateway", max_in_flight: int = 256,
         name: str = "nats-gateway", metrics: Metrics | None = None,
-        user_credentials: tuple[str, str] | None = None,
+        user_credentials: tuple[str, str] | None = None, shed_after_seconds: float = 0.8,
     ) -> None:
         # Operator mode: (user JWT file, seed file); config mode: the nkey seed alone.
         self._credentials = user_credentials
@@ -47,6 +50,9 @@ class CalloutService:
         self._nc: Client | None = None
         self._subscribed = False
         self.handled = 0
+        self.shed = 0
+        self._shed_after = shed_after_seconds
+        self._last_shed_log = 0.0
         self._stopping = False
 
     @property
@@ -86,16 +92,20 @@ class CalloutService:
         return {"user_jwt_cb": user_jwt, "signature_cb": sign_nonce}
 
     async def _on_message(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._serve(msg))
+        task = asyncio.create_task(self._serve(msg, time.monotonic()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, msg: Msg) -> None:
+    async def _serve(self, msg: Msg, arrived: float) -> None:
         async with self._slots:
+            waited = time.monotonic() - arrived
+            if waited >= self._shed_after:
+                self._shed(waited)
+                return
             if self._metrics is not None:
                 self._metrics.in_flight.inc()
             try:
-                reply = await self._handler.handle(msg.data, msg.headers)
+                reply = await self._handler.handle(msg.data, msg.headers, queued_seconds=waited)
                 if reply is not None and msg.reply:
                     await msg.respond(reply)
                 self.handled += 1
@@ -104,6 +114,23 @@ class CalloutService:
             finally:
                 if self._metrics is not None:
                     self._metrics.in_flight.dec()
+
+    def _shed(self, waited: float) -> None:
+        """Drop a request that queued too long to be decided and recorded before
+        nats-server's auth timeout: its record would be refused as late anyway, so
+        deciding it would only delay the requests behind it. Unanswered, it is denied by
+        nats-server at the timeout and the client retries (a reconnect storm converges
+        instead of every request expiring in the queue). Not a decision: counted, not
+        audited."""
+        self.shed += 1
+        if self._metrics is not None:
+            self._metrics.shed.inc()
+        now = time.monotonic()
+        if now - self._last_shed_log >= 1.0:  # one line a second, however many are shed
+            self._last_shed_log = now
+            log.warning("overloaded: dropping auth requests that queued %.2fs or more "
+                        "(%d so far); nats-server denies them at its timeout and clients "
+                        "retry", waited, self.shed)
 
     async def publish(self, subject: str, payload: bytes) -> None:
         """Publish on the gateway's own connection (audit streaming); dropped when down."""

@@ -1,0 +1,88 @@
+"""Overload: a request that queued until its record could no longer be committed inside
+nats-server's auth timeout is dropped unanswered (nats-server denies it, the client
+retries); a fresh one is decided, and its wait is spent from its deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.audit.record import AuditRecord
+from gateway.callout.service import CalloutService
+from gateway.dev.issuer import DevIssuer
+from gateway.metrics import Metrics
+from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
+from gateway.policy.load import load_policy_dir
+from tests.integration.test_fuzz import Pipeline
+
+pytestmark = pytest.mark.integration
+
+POLICY = """\
+version: 1
+policies:
+  - id: p
+    match: {oidc: {issuer: "ISSUER", subject: worker}}
+    scopes: [{dag: etl, tasks: [load]}]
+    permissions: {publish: {allow: ["airflow.{dag_id}.{task_id}.>"]}}
+"""
+
+
+class _Request:
+    """An auth request as nats-py hands it over (data, headers, reply subject)."""
+
+    def __init__(self, data: bytes, headers: dict[str, str]) -> None:
+        self.data, self.headers, self.reply = data, headers, "_INBOX.reply"
+        self.answers: list[bytes] = []
+
+    async def respond(self, data: bytes) -> None:
+        self.answers.append(data)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[Pipeline, CalloutService, Metrics, str]]:
+    with DevIssuer() as issuer:
+        (tmp_path / "p.yaml").write_text(POLICY.replace("ISSUER", issuer.issuer))
+        async with httpx.AsyncClient() as http:
+            pipeline = Pipeline(issuer, http, load_policy_dir(tmp_path), CurveKeyPair.generate())
+            metrics = Metrics()
+            service = CalloutService(
+                pipeline.handler, url="nats://unused", metrics=metrics, shed_after_seconds=0.8,
+                user_seed=SigningKeyPair.generate(Prefix.USER).seed)
+            token = issuer.mint(subject="worker", audience="nats-gateway")
+            envelope = ('{"v":1,"method":"oidc","token":"' + token +
+                        '","scope":{"dag_id":"etl","task_id":"load"}}')
+            yield pipeline, service, metrics, envelope
+
+
+async def test_a_request_that_queued_too_long_is_dropped_not_decided(
+        setup: tuple[Pipeline, CalloutService, Metrics, str]) -> None:
+    pipeline, service, metrics, envelope = setup
+    stale = _Request(*pipeline.request(envelope))
+    await service._serve(stale, arrived=time.monotonic() - 0.9)  # type: ignore[arg-type]
+    assert stale.answers == [] and pipeline.records == [] and service.shed == 1
+    assert metrics.registry.get_sample_value("nats_gateway_shed_requests_total") == 1
+
+
+async def test_a_request_in_time_is_decided_and_its_wait_counts(
+        setup: tuple[Pipeline, CalloutService, Metrics, str]) -> None:
+    pipeline, service, _, envelope = setup
+    deadlines: list[float] = []
+    sink = pipeline.handler._audit
+
+    async def audit(record: AuditRecord, deadline: float) -> None:
+        deadlines.append(deadline)
+        await sink(record, deadline)
+
+    pipeline.handler._audit = audit
+    fresh = _Request(*pipeline.request(envelope))
+    before = time.time()
+    await service._serve(fresh, arrived=time.monotonic() - 0.5)  # type: ignore[arg-type]
+    outcome = pipeline.outcome(fresh.answers[0])
+    assert outcome is not None and "jwt" in outcome and service.shed == 0
+    assert [r.decision for r in pipeline.records] == ["grant"]
+    # The deadline runs from when the request arrived, not from when it was picked up.
+    assert before + 2.0 - 0.5 - 0.1 < deadlines[0] < before + 2.0 - 0.5 + 0.1
