@@ -6,10 +6,13 @@ envelope from the credential source, so the gateway decides again on a fresh pro
 subscriptions are restored. The caller does nothing.
 
 nats-py (2.16) closes the client on the server's ``-ERR 'User Authentication Expired'``
-instead of reconnecting; the Go client reconnects. :class:`_GatewayClient` makes that one
-error a reconnect, as in Go. Any other error, including a deny on reconnect
-(``Authorization Violation``), keeps nats-py's behaviour: the client closes and the
-caller sees it.
+instead of reconnecting; the Go client reconnects. :class:`_GatewayClient` makes that
+error a reconnect, as in Go. It does the same with ``Authorization Violation`` once the
+client has been connected: after a nats-server restart, thousands of workers come back at
+once, and a request that timed out in that storm is reported exactly as a deny is, so
+closing on it would strand healthy workers (measured in the reconnect-storm benchmark).
+A worker that is really denied keeps retrying every ``reconnect_time_wait`` and each
+attempt is audited; the first connect still raises to the caller.
 """
 
 from __future__ import annotations
@@ -31,15 +34,21 @@ __all__ = ["connect"]
 
 log = logging.getLogger(__name__)
 _EXPIRED = "authentication expired"
+_DENIED = "authorization violation"
 
 
 class _GatewayClient(Client):
     async def _process_err(self, err_msg: str) -> None:
-        if _EXPIRED in err_msg.lower():
-            # The grant's TTL ran out: come back with a fresh credential.
+        text = err_msg.lower()
+        if _EXPIRED in text or (_DENIED in text and self._has_connected()):
+            # Expired grant, or refused (or timed out) while coming back: try again with a
+            # fresh credential instead of closing for good.
             await self._process_op_err(errors.Error(f"nats: {err_msg.strip(chr(39))}"))
             return
         await super()._process_err(err_msg)
+
+    def _has_connected(self) -> bool:
+        return any(server.did_connect for server in self._server_pool)
 
 
 async def _refresh_forever(source: CredentialSource, interval: float) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client import OidcTokenFile, Scope, connect
+from gateway.client import OidcToken, OidcTokenFile, Scope, connect
 from tests.integration.harness import Stack
 
 pytestmark = pytest.mark.integration
@@ -73,3 +73,49 @@ async def test_expired_grant_reconnects_with_a_fresh_credential(stack: Stack) ->
     assert len(fingerprints) >= 2, "the rotated token file was not re-read"
     assert stack.gateway is not None
     await stack.gateway.stop()
+
+
+# nats-py 2.16 drops the StreamWriter of an abandoned reconnect attempt after closing its
+# transport: Python warns when the writer is collected, but the socket is already closing.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_worker_refused_while_reconnecting_keeps_trying_until_allowed(
+        stack: Stack) -> None:
+    """A refusal while reconnecting (or a callout timeout in a reconnect storm, which the
+    client cannot tell apart) must not close the worker for good: it retries, each
+    attempt is audited as a deny, and it is back as soon as the policy allows it. The
+    2 s grant TTL makes nats-server disconnect the worker, as a restart would."""
+    policy = stack.tmp / "policies" / "etl.yaml"
+    allowed = policy.read_text().replace("ttl_seconds: 600", "ttl_seconds: 2")
+    policy.write_text(allowed)
+    gateway = await stack.start_gateway(policy={"dir": str(stack.tmp / "policies"),
+                                                "reload_interval_seconds": 0})
+    closed: list[bool] = []
+
+    async def on_closed() -> None:
+        closed.append(True)
+
+    async def on_error(exc: Exception) -> None:
+        pass  # the refusals are expected here
+
+    nc = await connect(stack.nats_url, OidcToken(stack.token()), scope=Scope("etl", "load"),
+                       reconnect_time_wait=0.2, closed_cb=on_closed, error_cb=on_error)
+    try:
+        policy.write_text(allowed.replace("tasks: [load, extract]", "tasks: [extract]"))
+        assert gateway.policies.reload("test")
+        for _ in range(100):  # refused again and again while the policy says no
+            if gateway.store.count("deny") >= 3:
+                break
+            await asyncio.sleep(0.1)
+        assert gateway.store.count("deny") >= 3 and not nc.is_connected and not closed
+        policy.write_text(allowed)
+        assert gateway.policies.reload("test")
+        for _ in range(100):
+            if nc.is_connected:
+                break
+            await asyncio.sleep(0.1)
+        assert nc.is_connected and not closed
+        await nc.publish("airflow.etl.load.events", b"back")
+        await nc.flush()
+    finally:
+        await nc.close()
+        await gateway.stop()
