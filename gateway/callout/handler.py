@@ -13,6 +13,8 @@ denies it at its timeout.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import time
 import uuid
@@ -109,6 +111,7 @@ class CalloutHandler:
         self._settings = settings
         self._clock = clock
         self._metrics = metrics
+        self.expired = 0  # requests that arrived after nats-server's timeout (not decisions)
         self._decide = decisions.decide if decisions is not None else decide
 
     async def handle(self, data: bytes, headers: Mapping[str, str] | None, *,
@@ -119,6 +122,13 @@ class CalloutHandler:
                        received_at=self._clock() - queued_seconds)
         try:
             ctx.request = self._open_and_verify(data, headers or {}, ctx)
+        except _Expired:
+            # nats-server already refused this connection at its auth timeout: nothing
+            # to decide or record (a reconnect storm's backlog), only to count.
+            self.expired += 1
+            if self._metrics is not None:
+                self._metrics.shed.inc()
+            return None
         except RequestError as exc:
             await self._audit_deny(ctx, exc)
             return None
@@ -141,6 +151,8 @@ class CalloutHandler:
         self, data: bytes, headers: Mapping[str, str], ctx: _Context
     ) -> AuthorizationRequest:
         token = self._open(data, headers, ctx)
+        if _expired_in_transit(token, self._clock()):
+            raise _Expired
         request = verify_authorization_request(
             token, expected_subject=self._issuer.public_key, now=int(self._clock()))
         if self._xkey is not None and request.server.xkey != ctx.server_xkey:
@@ -320,6 +332,23 @@ class CalloutHandler:
             return self._policies().content_hash
         except Exception:  # the hash is informational; never let it block a record
             return ""
+
+
+class _Expired(Exception):
+    """The request outlived nats-server's auth timeout before we could look at it."""
+
+
+def _expired_in_transit(token: str, now: float) -> bool:
+    """Whether the request's ``exp`` (nats-server's send time, in whole seconds, plus its
+    auth timeout) has certainly passed. Read before the signature is checked, so it can
+    only ever drop a request, never let one through: anything unreadable goes on to the
+    full verification, which refuses it properly."""
+    try:
+        payload = token.split(".")[1]
+        exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
+    except (IndexError, ValueError, KeyError, TypeError, RecursionError):
+        return False
+    return isinstance(exp, int) and not isinstance(exp, bool) and now > exp + 1
 
 
 def _credential_fingerprint(request: AuthorizationRequest | None) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -60,13 +61,28 @@ async def _refresh_forever(source: CredentialSource, interval: float) -> None:
             log.warning("credential refresh failed: %s", type(exc).__name__)
 
 
+def jittered_backoff(base: float, cap: float) -> Callable[[list[Any], dict[str, Any]], tuple[
+        Any, float]]:
+    """nats-py ``reconnect_to_server_handler``: before the n-th attempt since the last
+    success, wait a random time in [0, min(cap, base * 2**n)] ("full jitter"). When
+    nats-server restarts, thousands of workers lose it at the same instant; spreading
+    their returns lets the gateway answer them instead of all timing out together."""
+    def choose(servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
+        server = min(servers, key=lambda s: s.reconnects)
+        ceiling = min(cap, base * 2 ** min(server.reconnects, 16))
+        return server, random.uniform(0, ceiling)  # noqa: S311 - spreading load, not secrecy
+
+    return choose
+
+
 async def connect(servers: str | list[str], source: CredentialSource, *,
                   scope: Scope | None = None, context: Mapping[str, Any] | None = None,
                   refresh_seconds: float = 60.0, **options: Any) -> Client:
     """Connect through the gateway as ``scope`` (default: from Airflow's task context).
 
     ``options`` go to ``nats.aio.client.Client.connect``; reconnecting forever is the
-    default, as a worker should come back after every expiry or server restart.
+    default, as a worker should come back after every expiry or server restart, with
+    jittered exponential backoff from ``reconnect_time_wait`` up to 8 s between attempts.
     """
     requested = scope or scope_from_airflow(context)
     await source.refresh()
@@ -84,6 +100,8 @@ async def connect(servers: str | list[str], source: CredentialSource, *,
 
     options.setdefault("max_reconnect_attempts", -1)
     options.setdefault("reconnect_time_wait", 0.5)
+    options.setdefault("reconnect_to_server_handler",
+                       jittered_backoff(options["reconnect_time_wait"], cap=8.0))
     client = _GatewayClient()
     try:
         await client.connect(servers, token=envelope, closed_cb=closed, **options)

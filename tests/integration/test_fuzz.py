@@ -153,10 +153,11 @@ class Pipeline:
             audit=audit, settings=HandlerSettings())
         self.xkey = xkey
 
-    def request(self, auth_token: str, *, user: str | None = None) -> tuple[bytes, dict[str, str]]:
+    def request(self, auth_token: str, *, user: str | None = None,
+                expires: int | None = None) -> tuple[bytes, dict[str, str]]:
         claims = {
             "aud": "nats-authorization-request", "sub": ISSUER.public_key,
-            "exp": int(time.time()) + 2,
+            "exp": int(time.time()) + 2 if expires is None else expires,
             "nats": {"type": "authorization_request", "version": 2,
                      "server_id": {"id": SERVER.public_key, "name": "fuzz",
                                    "xkey": self.server_xkey.public_key},

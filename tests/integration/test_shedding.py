@@ -86,3 +86,14 @@ async def test_a_request_in_time_is_decided_and_its_wait_counts(
     assert [r.decision for r in pipeline.records] == ["grant"]
     # The deadline runs from when the request arrived, not from when it was picked up.
     assert before + 2.0 - 0.5 - 0.1 < deadlines[0] < before + 2.0 - 0.5 + 0.1
+
+
+async def test_a_request_that_expired_in_transit_is_dropped_unverified_and_unrecorded(
+        setup: tuple[Pipeline, CalloutService, Metrics, str]) -> None:
+    pipeline, _, _, envelope = setup
+    late = pipeline.request(envelope, expires=int(time.time()) - 2)
+    assert await pipeline.handler.handle(*late) is None
+    assert pipeline.records == [] and pipeline.handler.expired == 1
+    # Just inside the window it is still a request: verified, decided and recorded.
+    assert await pipeline.handler.handle(*pipeline.request(envelope)) is not None
+    assert [r.decision for r in pipeline.records] == ["grant"]
