@@ -1,8 +1,8 @@
 """The NATS side of the callout: subscribe to ``$SYS.REQ.USER.AUTH`` and answer.
 
-Replicas share the queue group, so nats-server spreads requests over them. Each request
-runs in its own task; a semaphore bounds how many decide at once, so a reconnect storm
-queues instead of exhausting memory, and nats-py's reader is never blocked. A request
+Replicas share the queue group, so nats-server spreads requests over them. A fixed pool
+of ``max_in_flight`` workers decides requests, newest first (:class:`_Backlog`), so a
+reconnect storm queues in bounded memory and nats-py's reader is never blocked. A request
 that queued past the point where its record could still be committed before nats-server's
 auth timeout is dropped unanswered (shed) rather than decided too late.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import logging
 import time
 from pathlib import Path
@@ -30,6 +31,45 @@ log = logging.getLogger(__name__)
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
 
 
+_Request = tuple[Msg, float]  # (message, monotonic arrival time)
+
+
+class _Backlog:
+    """Auth requests waiting for a worker, handed out newest first.
+
+    Under overload, first-in-first-out makes every request wait for the whole queue,
+    so all of them reach nats-server's timeout together and nothing useful is done;
+    newest-first serves the requests that can still make it and lets old ones age out
+    (they are shed when reached, or dropped from the bottom when the backlog is full).
+    Without a backlog the order makes no difference."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: collections.deque[_Request] = collections.deque()
+        self._idle: collections.deque[asyncio.Future[_Request]] = collections.deque()
+        self._limit = limit
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: _Request) -> _Request | None:
+        """Hand ``item`` to an idle worker, or keep it; returns the oldest request if it
+        had to make room."""
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():  # a cancelled worker leaves a cancelled future
+                waiter.set_result(item)
+                return None
+        self._items.append(item)
+        return self._items.popleft() if len(self._items) > self._limit else None
+
+    async def get(self) -> _Request:
+        if self._items:
+            return self._items.pop()
+        waiter: asyncio.Future[_Request] = asyncio.get_running_loop().create_future()
+        self._idle.append(waiter)
+        return await waiter
+
+
 class CalloutService:
     def __init__(
         self, handler: CalloutHandler, *, url: str, user_seed: str,
@@ -45,8 +85,10 @@ class CalloutService:
         self._seed = user_seed
         self._queue = queue_group
         self._name = name
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._backlog = _Backlog(limit=max(1024, 64 * max_in_flight))
+        self._workers: list[asyncio.Task[None]] = []
+        self._pool_size = max_in_flight
+        self._busy = 0
         self._nc: Client | None = None
         self._subscribed = False
         self.handled = 0
@@ -73,6 +115,7 @@ class CalloutService:
             error_cb=self._on_error, disconnected_cb=self._on_disconnect,
             reconnected_cb=self._on_reconnect,
         )
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._pool_size)]
         await self._nc.subscribe(AUTH_SUBJECT, queue=self._queue, cb=self._on_message)
         await self._nc.flush()
         self._subscribed = True
@@ -92,28 +135,36 @@ class CalloutService:
         return {"user_jwt_cb": user_jwt, "signature_cb": sign_nonce}
 
     async def _on_message(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._serve(msg, time.monotonic()))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        dropped = self._backlog.put((msg, time.monotonic()))
+        if dropped is not None:
+            self._shed(time.monotonic() - dropped[1])
+
+    async def _work(self) -> None:
+        while True:
+            msg, arrived = await self._backlog.get()
+            self._busy += 1
+            try:
+                await self._serve(msg, arrived)
+            finally:
+                self._busy -= 1
 
     async def _serve(self, msg: Msg, arrived: float) -> None:
-        async with self._slots:
-            waited = time.monotonic() - arrived
-            if waited >= self._shed_after:
-                self._shed(waited)
-                return
+        waited = time.monotonic() - arrived
+        if waited >= self._shed_after:
+            self._shed(waited)
+            return
+        if self._metrics is not None:
+            self._metrics.in_flight.inc()
+        try:
+            reply = await self._handler.handle(msg.data, msg.headers, queued_seconds=waited)
+            if reply is not None and msg.reply:
+                await msg.respond(reply)
+            self.handled += 1
+        except Exception:  # one request must never take the service down
+            log.exception("failed to answer an auth request")
+        finally:
             if self._metrics is not None:
-                self._metrics.in_flight.inc()
-            try:
-                reply = await self._handler.handle(msg.data, msg.headers, queued_seconds=waited)
-                if reply is not None and msg.reply:
-                    await msg.respond(reply)
-                self.handled += 1
-            except Exception:  # one request must never take the service down
-                log.exception("failed to answer an auth request")
-            finally:
-                if self._metrics is not None:
-                    self._metrics.in_flight.dec()
+                self._metrics.in_flight.dec()
 
     def _shed(self, waited: float) -> None:
         """Drop a request that queued too long to be decided and recorded before
@@ -147,8 +198,13 @@ class CalloutService:
             await self._nc.drain()
         except Exception:  # already closed or disconnected
             log.debug("drain failed", exc_info=True)
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while (self._busy or len(self._backlog)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
         if not self._nc.is_closed:
             await self._nc.close()
         self._nc = None

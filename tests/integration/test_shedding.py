@@ -4,6 +4,7 @@ retries); a fresh one is decided, and its wait is spent from its deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -97,3 +98,19 @@ async def test_a_request_that_expired_in_transit_is_dropped_unverified_and_unrec
     # Just inside the window it is still a request: verified, decided and recorded.
     assert await pipeline.handler.handle(*pipeline.request(envelope)) is not None
     assert [r.decision for r in pipeline.records] == ["grant"]
+
+
+async def test_backlog_hands_out_newest_first_and_drops_the_oldest_when_full() -> None:
+    from gateway.callout.service import _Backlog
+
+    backlog = _Backlog(limit=3)
+    msgs = [(object(), float(i)) for i in range(4)]
+    assert [backlog.put(m) for m in msgs] == [None, None, None, msgs[0]]  # oldest made room
+    assert [(await backlog.get())[1] for _ in range(3)] == [3.0, 2.0, 1.0]
+    idle = asyncio.ensure_future(backlog.get())
+    cancelled = asyncio.ensure_future(backlog.get())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    assert backlog.put(msgs[1]) is None and (await idle) is msgs[1]  # straight to a worker
+    assert backlog.put(msgs[2]) is None and len(backlog) == 1  # the cancelled one is skipped
