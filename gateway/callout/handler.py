@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audit.record import AuditRecord
+from gateway.audit.writer import COMMIT_BUDGET_SECONDS
 from gateway.envelope import CredentialEnvelope, parse_envelope
 from gateway.errors import (
     AuditUnavailable,
@@ -151,7 +152,7 @@ class CalloutHandler:
         self, data: bytes, headers: Mapping[str, str], ctx: _Context
     ) -> AuthorizationRequest:
         token = self._open(data, headers, ctx)
-        if _expired_in_transit(token, self._clock()):
+        if _expired_in_transit(token, self._clock(), COMMIT_BUDGET_SECONDS):
             raise _Expired
         request = verify_authorization_request(
             token, expected_subject=self._issuer.public_key, now=int(self._clock()))
@@ -290,7 +291,12 @@ class CalloutHandler:
             log.error("deny %s could not be audited: %s", ctx.decision_id, exc.description)
 
     def _deadline(self, ctx: _Context) -> float:
-        return ctx.received_at + self._settings.auth_timeout_seconds
+        local = ctx.received_at + self._settings.auth_timeout_seconds
+        if ctx.request is None:
+            return local
+        # nats-server gives up by exp + 1 at the latest (exp counts from its send time in
+        # whole seconds): a request that sat in buffers before we saw it has less left.
+        return min(local, ctx.request.expires + 1)
 
     def _seal(self, response: str, ctx: _Context) -> bytes:
         if self._xkey is None or ctx.server_xkey is None:
@@ -338,17 +344,19 @@ class _Expired(Exception):
     """The request outlived nats-server's auth timeout before we could look at it."""
 
 
-def _expired_in_transit(token: str, now: float) -> bool:
-    """Whether the request's ``exp`` (nats-server's send time, in whole seconds, plus its
-    auth timeout) has certainly passed. Read before the signature is checked, so it can
-    only ever drop a request, never let one through: anything unreadable goes on to the
-    full verification, which refuses it properly."""
+def _expired_in_transit(token: str, now: float, budget: float) -> bool:
+    """Whether the request certainly has less than ``budget`` seconds left before
+    nats-server gives up on it (by ``exp + 1`` at the latest: ``exp`` is its send time in
+    whole seconds plus its auth timeout), so its record would be refused as too late
+    anyway. Read before the signature is checked, so it can only ever drop a request,
+    never let one through: anything unreadable goes on to the full verification, which
+    refuses it properly."""
     try:
         payload = token.split(".")[1]
         exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
     except (IndexError, ValueError, KeyError, TypeError, RecursionError):
         return False
-    return isinstance(exp, int) and not isinstance(exp, bool) and now > exp + 1
+    return isinstance(exp, int) and not isinstance(exp, bool) and exp + 1 - now < budget
 
 
 def _credential_fingerprint(request: AuthorizationRequest | None) -> str:
