@@ -27,6 +27,8 @@ from pathlib import Path
 
 from _common import write_section  # bench/ is on sys.path when run as a script
 from _load import percentile, sequential, storm, wait_ready
+from _memory import MemoryResult, memory_under_load
+from _reconnect import ReconnectResult, reconnect_storm
 from _systems import System, gateway_system, noop_system, static_system
 
 from gateway.dev.issuer import DevIssuer
@@ -94,6 +96,92 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def run_reconnect(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> ReconnectResult:
+    with tempfile.TemporaryDirectory() as tmp, gateway_system(
+            Path(tmp), identity="oidc", audit="sqlite", workers=args.reconnect_workers,
+            issuer=issuer, sts=sts) as system:
+        wait_ready(system.url, system.credential)
+        assert system.stack is not None and system.audit_url is not None
+        token = issuer.mint(subject="bench-worker", audience="nats-gateway", lifetime=3600)
+        result = reconnect_storm(system.url, token, system.stack.server.restart,
+                                 system.audit_url, clients=args.reconnect_clients,
+                                 processes=args.reconnect_processes)
+    print(json.dumps({k: v for k, v in asdict(result).items() if k != "errors"}), flush=True)
+    for error, count in result.errors.most_common(4):
+        print(f"  client error x{count}: {error}", flush=True)
+    return result
+
+
+def run_memory(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> MemoryResult:
+    with tempfile.TemporaryDirectory() as tmp, gateway_system(
+            Path(tmp), identity="oidc", audit="sqlite", workers=1, issuer=issuer,
+            sts=sts) as system:
+        wait_ready(system.url, system.credential)
+        assert system.stack is not None
+        result = memory_under_load(system.url, system.credential,
+                                   system.stack.responder_pids()[0],
+                                   total=args.memory_decisions, steps=5,
+                                   in_flight=args.in_flight, processes=args.client_processes)
+    print(json.dumps(asdict(result)), flush=True)
+    return result
+
+
+def verdicts(rows: list[Row], reconnect: ReconnectResult | None,
+             memory: MemoryResult | None) -> str:
+    by_name = {row.scenario: row for row in rows}
+    noop = by_name.get("no-op callout (Python floor)")
+    gateway = by_name.get("gateway: OIDC, SQLite audit")
+    lines = ["| target | measured | met |", "|---|---|---|"]
+
+    def line(target: str, measured: str, met: bool) -> None:
+        lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
+
+    if noop and gateway:
+        ratio = gateway.p50 / noop.p50
+        line("gateway OIDC + SQLite, 1 at a time: p50 <= 1.3x no-op p50",
+             f"{gateway.p50:.2f} / {noop.p50:.2f} ms = {ratio:.2f}x", ratio <= 1.3)
+        share = gateway.storm_per_second / noop.storm_per_second
+        line("gateway OIDC + SQLite storm: >= 80% of no-op connects/s",
+             f"{gateway.storm_per_second:.0f} / {noop.storm_per_second:.0f} = {share:.0%}",
+             share >= 0.8)
+    if reconnect:
+        r = reconnect
+        line(f"reconnect storm, {r.clients} clients: all back",
+             f"{r.back} / {r.clients} back in {r.all_back_seconds:.1f} s "
+             f"({r.closed_for_good} gave up)", r.back == r.clients)
+        line("reconnect storm: 0 wrong denials", f"{r.deny_records} deny records",
+             r.deny_records == 0)
+        line("reconnect storm: every grant audited",
+             f"{r.clients_without_grant_record} clients back without a grant record; "
+             f"{r.grant_records} grant records for {r.back} reconnections",
+             r.clients_without_grant_record == 0)
+    if memory:
+        last = memory.samples[-1][1]
+        half = memory.samples[len(memory.samples) // 2][1]
+        line(f"RSS after {memory.decisions} decisions <= 150 MB, not growing",
+             f"peak {memory.peak_mb:.1f} MB; {half:.1f} MB at half way, {last:.1f} MB at the "
+             "end", memory.peak_mb <= 150 and last - half <= 0.1 * half)
+    return "\n".join(lines)
+
+
+def reconnect_table(r: ReconnectResult) -> str:
+    return "\n".join([
+        "| clients | back | time until all back s | p50 s | p99 s | auth errors retried | "
+        "deny records | grant records | reconnected without a record |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {r.clients} | {r.back} | {r.all_back_seconds:.1f} | {r.p50_seconds:.1f} | "
+        f"{r.p99_seconds:.1f} | {r.retried_auth_errors} | {r.deny_records} | "
+        f"{r.grant_records} | {r.clients_without_grant_record} |"])
+
+
+def memory_table(m: MemoryResult) -> str:
+    cells = " | ".join(f"{mb:.1f}" for _, mb in m.samples)
+    heads = " | ".join(f"{n:,}" for n, _ in m.samples)
+    return "\n".join([f"| decisions | {heads} | peak (VmHWM) |",
+                      "|---|" + "---:|" * (len(m.samples) + 1),
+                      f"| RSS MiB | {cells} | {m.peak_mb:.1f} |"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,18 +190,37 @@ def main() -> int:
     parser.add_argument("--storm", type=int, default=5000)
     parser.add_argument("--in-flight", type=int, default=200)
     parser.add_argument("--client-processes", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1, help="gateway --workers")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway --workers for the connect scenarios")
+    parser.add_argument("--reconnect-clients", type=int, default=10_000)
+    parser.add_argument("--reconnect-processes", type=int, default=4)
+    parser.add_argument("--reconnect-workers", type=int, default=2,
+                        help="gateway --workers for the reconnect storm")
+    parser.add_argument("--memory-decisions", type=int, default=100_000)
     parser.add_argument("--only", default="", help="run scenarios whose name has this text")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
     rows: list[Row] = []
+    reconnect: ReconnectResult | None = None
+    memory: MemoryResult | None = None
     with DevIssuer() as issuer, MotoSts(roles=("airflow-bench",)) as sts:
         for name, start in scenarios(args, issuer, sts):
             if args.only and args.only not in name:
                 continue
             with tempfile.TemporaryDirectory() as tmp, start(Path(tmp)) as system:
                 rows.append(measure(name, system, args))
-    report = f"Machine: {machine()}\n\n{table(rows)}\n"
+        if not args.only or args.only == "reconnect":
+            reconnect = run_reconnect(args, issuer, sts)
+        if not args.only or args.only == "memory":
+            memory = run_memory(args, issuer, sts)
+    report = "\n\n".join(part for part in (
+        f"Machine: {machine()}", table(rows) if rows else "",
+        "Targets, from this run:\n\n" + verdicts(rows, reconnect, memory),
+        f"Reconnect storm (gateway `--workers {args.reconnect_workers}`, "
+        f"{args.reconnect_processes} "
+        "client processes):\n\n" + reconnect_table(reconnect) if reconnect else "",
+        "Gateway memory (one process, OIDC + SQLite) during the decisions:\n\n"
+        + memory_table(memory) if memory else "") if part) + "\n"
     print(report)
     if args.write:
         command = shlex.join([".venv/bin/python", "bench/run.py", *sys.argv[1:]])

@@ -1,0 +1,154 @@
+"""The reconnect storm: many connected workers, nats-server restarted under them.
+
+Client processes each open their share of the clients with the project's own client
+(`gateway.client.connect`: the envelope is rebuilt at every reconnect, reconnecting
+forever every 0.5 s), each client acting for its own task. Once every client is
+connected, nats-server is restarted on the same port (as after a crash or an upgrade)
+and every client must come back through the gateway. Measured: the time until the last
+one is back, the p99 of the per-client time back, client-side auth errors (requests that
+timed out in the storm and were retried), deny records (every client is entitled, so
+any deny is a wrong denial) and, per client, a grant record for its reconnection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sqlalchemy import text
+
+from gateway.audit.store import AuditStore
+
+__all__ = ["ReconnectResult", "reconnect_storm"]
+
+SETTLE_SECONDS = 240.0
+
+
+@dataclass
+class ReconnectResult:
+    clients: int
+    connected_before: int
+    back: int
+    all_back_seconds: float
+    p50_seconds: float
+    p99_seconds: float
+    retried_auth_errors: int
+    deny_records: int
+    grant_records: int
+    clients_without_grant_record: int
+    closed_for_good: int
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+async def _clients(url: str, envelope_token: str, names: list[str], conn: Connection) -> None:
+    from gateway.client import OidcToken, connect
+    from gateway.envelope import Scope
+
+    back: dict[str, float | None] = {}
+    errors: Counter[str] = Counter()
+    slots = asyncio.Semaphore(100)
+
+    async def open_one(name: str) -> Any:
+        async def reconnected() -> None:
+            back[name] = time.time()
+
+        async def on_error(exc: Exception) -> None:
+            errors[f"{type(exc).__name__}: {exc}"[:80]] += 1
+
+        async def closed() -> None:
+            errors[f"CLOSED: {name}"] += 1  # gave up: it would never come back
+
+        async with slots:
+            for _ in range(40):
+                try:
+                    return await connect(url, OidcToken(envelope_token),
+                                         scope=Scope("storm", name), name=name,
+                                         reconnected_cb=reconnected, error_cb=on_error,
+                                         closed_cb=closed, connect_timeout=5)
+                except Exception:  # the gateway is busy with the others: try again
+                    await asyncio.sleep(0.5)
+        raise RuntimeError(f"{name} could not connect")
+
+    clients = await asyncio.gather(*(open_one(name) for name in names))
+    errors.clear()  # from here on, only the storm's errors count
+    conn.send(len(clients))
+    await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # server restarted
+    back.update(dict.fromkeys(names))
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline and any(t is None for t in back.values()):
+        await asyncio.sleep(0.2)
+    conn.send((back, errors))
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+def _client_process(url: str, token: str, names: list[str], conn: Connection) -> None:
+    asyncio.run(_clients(url, token, names, conn))
+
+
+def reconnect_storm(url: str, token: str, restart: Any, audit_url: str, *, clients: int,
+                    processes: int) -> ReconnectResult:
+    """``restart()`` restarts nats-server; ``token`` is the workers' OIDC token."""
+    context = multiprocessing.get_context("spawn")
+    names = [f"c{p}-{i}" for p in range(processes) for i in range(clients // processes)]
+    pipes, procs = [], []
+    for index in range(processes):
+        parent, child = context.Pipe()
+        share = names[index::processes]
+        proc = context.Process(target=_client_process, args=(url, token, share, child))
+        proc.start()
+        pipes.append(parent)
+        procs.append(proc)
+    try:
+        connected = sum(pipe.recv() for pipe in pipes)
+        restarted_at = time.time()
+        restart()
+        for pipe in pipes:
+            pipe.send("restarted")
+        back: dict[str, float | None] = {}
+        errors: Counter[str] = Counter()
+        for pipe in pipes:
+            part, part_errors = pipe.recv()
+            back.update(part)
+            errors.update(part_errors)
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+    times = sorted(t - restarted_at for t in back.values() if t is not None)
+    came_back = [name for name, at in back.items() if at is not None]
+    denies, grants, missing = _audit_counts(audit_url, restarted_at, came_back)
+    auth_errors = sum(n for e, n in errors.items() if "uthorization" in e)
+    return ReconnectResult(
+        clients=len(names), connected_before=connected, back=len(times),
+        all_back_seconds=times[-1] if times else float("nan"),
+        p50_seconds=times[len(times) // 2] if times else float("nan"),
+        p99_seconds=times[min(len(times) - 1, int(0.99 * len(times)))] if times else float(
+            "nan"),
+        retried_auth_errors=auth_errors, deny_records=denies, grant_records=grants,
+        clients_without_grant_record=missing,
+        closed_for_good=sum(n for e, n in errors.items() if e.startswith("CLOSED")),
+        errors=errors)
+
+
+def _audit_counts(audit_url: str, since: float, names: list[str]) -> tuple[int, int, int]:
+    """Deny records, grant records, and clients of ``names`` with no grant record, since
+    ``since``."""
+    store = AuditStore(audit_url)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT decision, client_name, COUNT(*) FROM decisions "
+                "WHERE decided_at >= :since GROUP BY decision, client_name"),
+                {"since": since}).all()
+    finally:
+        store.close()
+    denies = sum(int(n) for decision, _, n in rows if decision == "deny")
+    granted = {name for decision, name, _ in rows if decision == "grant"}
+    grants = sum(int(n) for decision, _, n in rows if decision == "grant")
+    return denies, grants, sum(1 for name in names if name not in granted)
