@@ -185,9 +185,7 @@ def dev_issuer() -> Iterator[DevIssuer]:
         yield issuer
 
 
-@pytest.fixture
-async def pipeline(dev_issuer: DevIssuer, tmp_path: Path) -> AsyncIterator[Pipeline]:
-    policy = """\
+PIPELINE_POLICY = """\
 version: 1
 policies:
   - id: p
@@ -195,9 +193,20 @@ policies:
     scopes: [{dag: etl, tasks: [load]}]
     permissions: {publish: {allow: ["airflow.{dag_id}.{task_id}.>"]}}
 """
-    (tmp_path / "p.yaml").write_text(policy.replace("ISSUER", dev_issuer.issuer))
+
+
+@contextlib.asynccontextmanager
+async def open_pipeline(issuer: DevIssuer, tmp_path: Path) -> AsyncIterator[Pipeline]:
+    """The real handler with one policy: subject `worker` may act for etl/load."""
+    (tmp_path / "p.yaml").write_text(PIPELINE_POLICY.replace("ISSUER", issuer.issuer))
     async with httpx.AsyncClient() as http:
-        yield Pipeline(dev_issuer, http, load_policy_dir(tmp_path), CurveKeyPair.generate())
+        yield Pipeline(issuer, http, load_policy_dir(tmp_path), CurveKeyPair.generate())
+
+
+@pytest.fixture
+async def pipeline(dev_issuer: DevIssuer, tmp_path: Path) -> AsyncIterator[Pipeline]:
+    async with open_pipeline(dev_issuer, tmp_path) as opened:
+        yield opened
 
 
 def _assert_denied(pipeline: Pipeline, reply: bytes | None) -> None:

@@ -7,43 +7,23 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway.audit.record import AuditRecord
 from gateway.callout.handler import CalloutHandler, HandlerSettings
+from gateway.client import oidc_envelope
 from gateway.dev.issuer import DevIssuer
 from gateway.errors import AuditUnavailable
-from gateway.natsjwt.nkeys import CurveKeyPair
-from gateway.policy.load import load_policy_dir
-from tests.integration.test_fuzz import ISSUER, Pipeline
+from tests.integration.test_fuzz import ISSUER, Pipeline, open_pipeline
 
 pytestmark = pytest.mark.integration
-
-POLICY = """\
-version: 1
-policies:
-  - id: p
-    match: {oidc: {issuer: "ISSUER", subject: worker}}
-    scopes: [{dag: etl, tasks: [load]}]
-    permissions: {publish: {allow: ["airflow.{dag_id}.{task_id}.>"]}}
-"""
 
 
 @pytest.fixture
 async def pipeline(tmp_path: Path) -> AsyncIterator[tuple[Pipeline, DevIssuer]]:
     with DevIssuer() as issuer:
-        (tmp_path / "p.yaml").write_text(POLICY.replace("ISSUER", issuer.issuer))
-        async with httpx.AsyncClient() as http:
-            yield Pipeline(issuer, http, load_policy_dir(tmp_path),
-                           CurveKeyPair.generate()), issuer
-
-
-def _handler(pipeline: Pipeline, audit: object, **settings: object) -> CalloutHandler:
-    return CalloutHandler(
-        issuer=ISSUER, xkey=pipeline.xkey, verify_identity=pipeline.handler._verify_identity,
-        policies=pipeline.handler._policies, audit=audit,  # type: ignore[arg-type]
-        settings=HandlerSettings(**settings))  # type: ignore[arg-type]
+        async with open_pipeline(issuer, tmp_path) as opened:
+            yield opened, issuer
 
 
 async def test_no_grant_leaves_before_its_record_is_committed(
@@ -56,10 +36,12 @@ async def test_no_grant_leaves_before_its_record_is_committed(
         queued.append(record)
         return commit
 
-    handler = _handler(tested, audit)
+    handler = CalloutHandler(
+        issuer=ISSUER, xkey=tested.xkey, verify_identity=tested.handler._verify_identity,
+        policies=tested.handler._policies, audit=audit, settings=HandlerSettings())
     token = issuer.mint(subject="worker", audience="nats-gateway")
     answer = asyncio.ensure_future(handler.handle(*tested.request(
-        f'{{"v":1,"method":"oidc","token":"{token}","scope":{{"dag_id":"etl","task_id":"load"}}}}')))
+        oidc_envelope(token, dag_id="etl", task_id="load"))))
     await asyncio.sleep(0.05)
     assert [r.decision for r in queued] == ["grant"] and not answer.done()
     commit.set_exception(AuditUnavailable("disk full", code="audit_unavailable"))

@@ -9,28 +9,17 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway.audit.record import AuditRecord
 from gateway.callout.service import CalloutService
+from gateway.client import oidc_envelope
 from gateway.dev.issuer import DevIssuer
 from gateway.metrics import Metrics
-from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
-from gateway.policy.load import load_policy_dir
-from tests.integration.test_fuzz import Pipeline
+from gateway.natsjwt.nkeys import Prefix, SigningKeyPair
+from tests.integration.test_fuzz import Pipeline, open_pipeline
 
 pytestmark = pytest.mark.integration
-
-POLICY = """\
-version: 1
-policies:
-  - id: p
-    match: {oidc: {issuer: "ISSUER", subject: worker}}
-    scopes: [{dag: etl, tasks: [load]}]
-    permissions: {publish: {allow: ["airflow.{dag_id}.{task_id}.>"]}}
-"""
-
 
 class _Request:
     """An auth request as nats-py hands it over (data, headers, reply subject)."""
@@ -46,17 +35,14 @@ class _Request:
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[Pipeline, CalloutService, Metrics, str]]:
     with DevIssuer() as issuer:
-        (tmp_path / "p.yaml").write_text(POLICY.replace("ISSUER", issuer.issuer))
-        async with httpx.AsyncClient() as http:
-            pipeline = Pipeline(issuer, http, load_policy_dir(tmp_path), CurveKeyPair.generate())
+        async with open_pipeline(issuer, tmp_path) as pipeline:
             metrics = Metrics()
             service = CalloutService(
                 pipeline.handler, url="nats://unused", metrics=metrics, shed_after_seconds=0.8,
                 user_seed=SigningKeyPair.generate(Prefix.USER).seed)
             token = issuer.mint(subject="worker", audience="nats-gateway")
-            envelope = ('{"v":1,"method":"oidc","token":"' + token +
-                        '","scope":{"dag_id":"etl","task_id":"load"}}')
-            yield pipeline, service, metrics, envelope
+            yield pipeline, service, metrics, oidc_envelope(token, dag_id="etl",
+                                                            task_id="load")
 
 
 async def test_a_request_that_queued_too_long_is_dropped_not_decided(
