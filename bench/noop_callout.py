@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import nats
 from nats.aio.msg import Msg
@@ -34,17 +31,12 @@ from gateway.natsjwt.claims import (
     encode_grant_response,
     encode_user_jwt,
 )
+from gateway.natsjwt.codec import unverified_claims
 from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
 from gateway.natsjwt.xkey import open_sealed, seal
 
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
 FIXED = Permissions(pub_allow=("bench.>",), sub_allow=("bench.>", "_INBOX.>"))
-
-
-def _claims(token: bytes) -> dict[str, Any]:
-    payload = token.split(b".")[1]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + b"=="))
-    return decoded
 
 
 class NoopResponder:
@@ -54,7 +46,7 @@ class NoopResponder:
         self._account = account
 
     def answer(self, data: bytes, server_xkey: str) -> bytes:
-        claims = _claims(open_sealed(data, self._xkey, server_xkey))
+        claims = unverified_claims(open_sealed(data, self._xkey, server_xkey).decode())
         now = int(time.time())
         user_nkey, server_id = claims["nats"]["user_nkey"], claims["nats"]["server_id"]["id"]
         grant = UserGrant(user_nkey=user_nkey, account=self._account, name="noop",

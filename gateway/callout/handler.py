@@ -13,8 +13,6 @@ denies it at its timeout.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 import uuid
@@ -42,6 +40,7 @@ from gateway.natsjwt.claims import (
     encode_user_jwt,
     verify_authorization_request,
 )
+from gateway.natsjwt.codec import JwtError, unverified_claims
 from gateway.natsjwt.nkeys import CurveKeyPair, SigningKeyPair
 from gateway.natsjwt.xkey import XKeyError, open_sealed, seal
 from gateway.policy.cache import DecisionCache
@@ -352,9 +351,8 @@ def _expired_in_transit(token: str, now: float, budget: float) -> bool:
     never let one through: anything unreadable goes on to the full verification, which
     refuses it properly."""
     try:
-        payload = token.split(".")[1]
-        exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
-    except (IndexError, ValueError, KeyError, TypeError, RecursionError):
+        exp = unverified_claims(token).get("exp")
+    except JwtError:
         return False
     return isinstance(exp, int) and not isinstance(exp, bool) and exp + 1 - now < budget
 
