@@ -130,12 +130,11 @@ def _driver_insert(engine: Engine, table: Table) -> tuple[str, tuple[str, ...] |
 
 
 class Appender:
-    """The audit writer's hot path: one long-lived DB-API connection and driver-level
-    ``executemany``, so a commit costs the database's work and little Python (the
-    SQLAlchemy Core path costs a pool checkout, a ping and statement handling per
-    transaction). Same tables, same transaction per batch, same errors as
-    :meth:`AuditStore.append`. After any failure the connection is dropped and a new one
-    is opened for the next batch."""
+    """How records are written: one long-lived DB-API connection and driver-level
+    ``executemany``, so a commit costs the database's work and little Python (a
+    SQLAlchemy Core transaction costs a pool checkout, a ping and statement handling).
+    One transaction per batch; any failure is AuditUnavailable, the connection is
+    dropped and a new one is opened for the next batch."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -200,18 +199,6 @@ class AuditStore:
             return migrate(self.engine)
         except SQLAlchemyError as exc:
             raise _unavailable("migration", exc) from exc
-
-    def append(self, records: Sequence[AuditRecord],
-               checkpoint: CheckpointRow | None = None) -> None:
-        """Insert records (and a checkpoint) in one transaction, or AuditUnavailable."""
-        try:
-            with self.engine.begin() as conn:
-                if records:
-                    conn.execute(insert(decisions), [r.as_row() for r in records])
-                if checkpoint is not None:
-                    conn.execute(insert(checkpoints), [checkpoint.as_row()])
-        except SQLAlchemyError as exc:
-            raise _unavailable("write", exc) from exc
 
     def appender(self) -> Appender:
         """The writer's own connection for :meth:`Appender.append` (one thread only)."""
