@@ -1,13 +1,19 @@
 """Group commit into a hash chain: concurrent decisions share one transaction.
 
-A dedicated thread drains a queue, chains everything waiting (up to ``max_batch``) onto
-this instance's chain, appends it in one transaction (with a signed checkpoint when one
-is due) and then resolves each caller's future: a caller is released only after its
-record is committed, and gets AuditUnavailable if the commit failed, so the decision
-becomes a deny (fail closed, as Vault refuses requests it cannot audit). After a
-failure the chain head is re-read from the store before the next batch, so a commit
-whose outcome was lost cannot fork the chain; when the store comes back, writing
-resumes by itself.
+Records written during one turn of the event loop are handed to a dedicated thread as
+one batch; the thread chains everything waiting (up to ``max_batch`` per transaction)
+onto this instance's chain, appends it (with a signed checkpoint when one is due) and
+then resolves each caller's future: a caller is released only after its record is
+committed, and gets AuditUnavailable if the commit failed, so the decision becomes a deny
+(fail closed, as Vault refuses requests it cannot audit). After a failure the chain head
+is re-read from the store before the next batch, so a commit whose outcome was lost
+cannot fork the chain; when the store comes back, writing resumes by itself.
+
+Handing records over once per loop turn, not one by one, is what makes batches form: a
+thread woken per record takes the GIL at the next chance and commits that record alone,
+so under load nearly every decision paid a whole commit (measured in docs/benchmarks.md).
+The commit itself never runs on the event loop: a store that waits on a lock or a
+network must not stall every other connect.
 """
 
 from __future__ import annotations
@@ -54,7 +60,10 @@ class AuditWriter:
         self._clock = clock
         self._head: tuple[int, str] | None = None
         self._last_checkpoint = (0, clock())
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._queue: queue.Queue[list[_Item] | None] = queue.Queue()
+        # Written during this turn of each caller's loop, not yet handed to the thread.
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+        self._pending_lock = threading.Lock()
         self._appender = store.appender()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._closed = False
@@ -87,23 +96,35 @@ class AuditWriter:
             future.set_exception(AuditUnavailable("record is for another gateway instance",
                                                   code="audit_unavailable"))
         else:
-            self._queue.put((record, deadline, future, loop))
+            with self._pending_lock:
+                waiting = self._pending.setdefault(loop, [])
+                waiting.append((record, deadline, future, loop))
+                first = len(waiting) == 1
+            if first:  # handed over once this turn's ready decisions have all written
+                loop.call_soon(self._hand_off, loop)
         return future
 
+    def _hand_off(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._pending_lock:
+            batch = self._pending.pop(loop, [])
+        if batch:
+            self._queue.put(batch)
+
     def _next_batch(self) -> list[_Item] | None:
+        """What is queued, at least one hand-off (waiting for it); None to stop."""
         first = self._queue.get()
         if first is None:
             return None
-        batch = [first]
-        while len(batch) < self._max_batch:
+        batch = list(first)
+        while True:
             try:
-                item = self._queue.get_nowait()
+                more = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is None:
+            if more is None:
                 self._queue.put(None)  # finish this batch, then stop
                 break
-            batch.append(item)
+            batch.extend(more)
         return batch
 
     def _chain(self, records: Sequence[AuditRecord]) -> list[dict[str, Any]]:
@@ -153,7 +174,8 @@ class AuditWriter:
             except Exception:  # streaming is best effort; the record is already durable
                 log.exception("audit on_commit hook failed")
 
-    def _refuse_late(self, batch: list[_Item]) -> list[_Item]:
+    def _refuse_late(self, batch: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+        """(live, late): late records could not finish their commit before their deadline."""
         now = self._clock()
         live: list[_Item] = []
         late: list[_Item] = []
@@ -165,34 +187,34 @@ class AuditWriter:
             self.failures += len(late)
             log.error("audit: %d record(s) refused, too late to commit before their "
                       "deadline (the store is slow or down)", len(late))
-            error = AuditUnavailable("audit store could not commit in time",
-                                     code="audit_timeout")
-            for _, _, future, loop in late:
-                _report(future, loop, error)
-        return live
+        return live, late
+
+    def _commit_live(self, live: list[_Item]) -> AuditUnavailable | None:
+        error: AuditUnavailable | None = None
+        try:
+            self._commit([record for record, _, _, _ in live])
+        except AuditUnavailable as exc:
+            error = exc
+        except Exception as exc:  # the writer must survive anything a driver raises
+            log.exception("unexpected audit store error")
+            error = AuditUnavailable(f"audit store error: {type(exc).__name__}",
+                                     code="audit_unavailable")
+        self._last_ok = error is None
+        if error is not None:
+            self._head = None  # re-read before the next batch: the commit may have landed
+            self.failures += len(live)
+            log.error("audit write of %d record(s) failed: %s", len(live), error.description)
+        return error
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            batch = self._refuse_late(batch)
-            if not batch:
-                continue
-            error: AuditUnavailable | None = None
-            try:
-                self._commit([record for record, _, _, _ in batch])
-            except AuditUnavailable as exc:
-                error = exc
-            except Exception as exc:  # the writer must survive anything a driver raises
-                log.exception("unexpected audit store error")
-                error = AuditUnavailable(f"audit store error: {type(exc).__name__}",
-                                         code="audit_unavailable")
-            self._last_ok = error is None
-            if error is not None:
-                self._head = None  # re-read before the next batch: the commit may have landed
-                self.failures += len(batch)
-                log.error("audit write of %d record(s) failed: %s", len(batch),
-                          error.description)
-            for _, _, future, loop in batch:
-                _report(future, loop, error)
+            for start in range(0, len(batch), self._max_batch):
+                live, late = self._refuse_late(batch[start:start + self._max_batch])
+                if late:
+                    _report(late, AuditUnavailable("audit store could not commit in time",
+                                                   code="audit_timeout"))
+                if live:
+                    _report(live, self._commit_live(live))
         self._final_checkpoint()
         self._appender.close()
 
@@ -213,6 +235,8 @@ class AuditWriter:
         """Flush what is queued, write a final checkpoint, then stop the thread."""
         if not self._closed:
             self._closed = True
+            for loop in list(self._pending):  # written this loop turn: still committed
+                self._hand_off(loop)
             self._queue.put(None)
             self._thread.join(timeout)
 
@@ -222,12 +246,21 @@ def _chained(record: AuditRecord, row: Mapping[str, Any]) -> AuditRecord:
                    record_hash=row["record_hash"])
 
 
-def _report(future: asyncio.Future[None], loop: asyncio.AbstractEventLoop,
-            error: AuditUnavailable | None) -> None:
-    try:
-        loop.call_soon_threadsafe(_settle, future, error)
-    except RuntimeError:  # the caller's loop is gone; nobody waits any more
-        log.warning("audit caller loop closed before its commit was reported")
+def _report(items: Sequence[_Item], error: AuditUnavailable | None) -> None:
+    """Settle the callers' futures, one wake-up per event loop (not one per record)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for _, _, future, loop in items:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, futures, error)
+        except RuntimeError:  # the caller's loop is gone; nobody waits any more
+            log.warning("audit caller loop closed before its commit was reported")
+
+
+def _settle_all(futures: list[asyncio.Future[None]], error: AuditUnavailable | None) -> None:
+    for future in futures:
+        _settle(future, error)
 
 
 def _settle(future: asyncio.Future[None], error: AuditUnavailable | None) -> None:

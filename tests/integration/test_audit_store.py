@@ -74,6 +74,67 @@ async def test_concurrent_writes_share_commits_and_form_one_valid_chain(
     assert all(record_hash(r) == r["record_hash"] for r in rows)
 
 
+async def test_records_written_in_one_loop_turn_share_one_transaction(
+        store: AuditStore) -> None:
+    writer = AuditWriter(store, instance=INSTANCE)
+    try:
+        futures = []
+        for i in range(10):
+            futures.append(writer.write(_record(i)))
+            # Lets the GIL go, as signing and sealing do between two decisions: a thread
+            # woken per record would commit the first ones on their own here.
+            time.sleep(0.002)
+        await asyncio.gather(*futures)
+    finally:
+        writer.close()
+    assert store.count() == 10
+    assert writer.commits == 1
+
+
+async def test_a_hand_off_larger_than_max_batch_is_split(store: AuditStore) -> None:
+    writer = AuditWriter(store, instance=INSTANCE, max_batch=4)
+    try:
+        await asyncio.gather(*[writer.write(_record(i)) for i in range(10)])
+    finally:
+        writer.close()
+    assert writer.commits == 3, "10 records committed as 4 + 4 + 2"
+    assert [r["chain_seq"] for r in store.chain_rows()] == list(range(1, 11))
+
+
+async def test_close_commits_what_was_written_but_not_yet_handed_over(
+        store: AuditStore) -> None:
+    writer = AuditWriter(store, instance=INSTANCE)
+    futures = [writer.write(_record(i)) for i in range(3)]
+    writer.close()  # before this loop turn ends, so before the hand-off would run
+    await asyncio.gather(*futures)
+    assert store.count() == 3
+
+
+async def test_a_loop_that_stopped_before_its_hand_off_does_not_strand_other_callers(
+        store: AuditStore) -> None:
+    writer = AuditWriter(store, instance=INSTANCE)
+
+    def write_on_a_loop_that_stops() -> None:
+        other = asyncio.new_event_loop()
+
+        async def write_and_stop() -> None:
+            writer.write(_record(1))  # its hand-off is due next turn, which never comes
+            other.stop()
+
+        other.create_task(write_and_stop())
+        other.run_forever()
+        other.close()
+
+    try:
+        await asyncio.to_thread(write_on_a_loop_that_stops)
+        await asyncio.wait_for(writer.write(_record(2)), timeout=10)
+        assert [r.decision_id for r in store.query(DecisionQuery(limit=10))] == [
+            _record(2).decision_id]
+    finally:
+        writer.close()
+    assert store.count() == 2, "close() still commits the stopped loop's record"
+
+
 async def test_a_restarted_writer_continues_its_chain(store: AuditStore) -> None:
     signer = CheckpointSigner.generate()
     await _write(store, [_record(i) for i in range(5)], signer)
