@@ -47,6 +47,24 @@ class Metrics:
         self.sts_seconds = Histogram(
             "nats_gateway_sts_call_seconds", "STS call latency", buckets=_BUCKETS,
             registry=r)
+        # labels() takes a lock and builds a key each call; a decision makes six of them.
+        self._steps: dict[str, Histogram] = {}
+        self._decisions: dict[tuple[str, str, str], Counter] = {}
+
+    def step(self, name: str) -> Histogram:
+        """The ``step_seconds`` series of one step."""
+        series = self._steps.get(name)
+        if series is None:
+            series = self._steps[name] = self.step_seconds.labels(name)
+        return series
+
+    def decision(self, result: str, method: str, reason: str) -> Counter:
+        """The ``decisions`` series of one (result, method, reason code)."""
+        key = (result, method, reason)
+        series = self._decisions.get(key)
+        if series is None:
+            series = self._decisions[key] = self.decisions.labels(*key)
+        return series
 
 
 class StateCollector(Collector):

@@ -38,9 +38,9 @@ from gateway.natsjwt.claims import (
     encode_error_response,
     encode_grant_response,
     encode_user_jwt,
+    parse_authorization_request,
     verify_authorization_request,
 )
-from gateway.natsjwt.codec import JwtError, unverified_claims
 from gateway.natsjwt.nkeys import CurveKeyPair, SigningKeyPair
 from gateway.natsjwt.xkey import XKeyError, open_sealed, seal
 from gateway.policy.cache import DecisionCache
@@ -150,11 +150,11 @@ class CalloutHandler:
     def _open_and_verify(
         self, data: bytes, headers: Mapping[str, str], ctx: _Context
     ) -> AuthorizationRequest:
-        token = self._open(data, headers, ctx)
-        if _expired_in_transit(token, self._clock(), COMMIT_BUDGET_SECONDS):
+        parsed = parse_authorization_request(self._open(data, headers, ctx))
+        if _expired_in_transit(parsed.claims, self._clock(), COMMIT_BUDGET_SECONDS):
             raise _Expired
         request = verify_authorization_request(
-            token, expected_subject=self._issuer.public_key, now=int(self._clock()))
+            parsed, expected_subject=self._issuer.public_key, now=int(self._clock()))
         if self._xkey is not None and request.server.xkey != ctx.server_xkey:
             # nats-server's own tests check this: an outer header that disagrees with the
             # signed claim means the envelope was tampered with or replayed.
@@ -179,12 +179,12 @@ class CalloutHandler:
     def _step(self, name: str, started: float) -> float:
         now = time.perf_counter()
         if self._metrics is not None:
-            self._metrics.step_seconds.labels(name).observe(now - started)
+            self._metrics.step(name).observe(now - started)
         return now
 
     def _count(self, result: str, method: str, reason: str, ctx: _Context) -> None:
         if self._metrics is not None:
-            self._metrics.decisions.labels(result, method or "none", reason).inc()
+            self._metrics.decision(result, method or "none", reason).inc()
             self._step("total", ctx.started)
 
     async def _decide_and_grant(self, ctx: _Context, request: AuthorizationRequest) -> str:
@@ -343,17 +343,14 @@ class _Expired(Exception):
     """The request outlived nats-server's auth timeout before we could look at it."""
 
 
-def _expired_in_transit(token: str, now: float, budget: float) -> bool:
+def _expired_in_transit(claims: Mapping[str, Any], now: float, budget: float) -> bool:
     """Whether the request certainly has less than ``budget`` seconds left before
     nats-server gives up on it (by ``exp + 1`` at the latest: ``exp`` is its send time in
     whole seconds plus its auth timeout), so its record would be refused as too late
     anyway. Read before the signature is checked, so it can only ever drop a request,
-    never let one through: anything unreadable goes on to the full verification, which
+    never let one through: an unusable ``exp`` goes on to the full verification, which
     refuses it properly."""
-    try:
-        exp = unverified_claims(token).get("exp")
-    except JwtError:
-        return False
+    exp = claims.get("exp")
     return isinstance(exp, int) and not isinstance(exp, bool) and exp + 1 - now < budget
 
 

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import RequestError
-from gateway.natsjwt.codec import JwtError, decode_verified, encode_signed
+from gateway.natsjwt.codec import (
+    JwtError,
+    UnverifiedJwt,
+    decode_unverified,
+    encode_signed,
+    verify,
+)
 from gateway.natsjwt.nkeys import Prefix, SigningKeyPair, is_valid_public
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "encode_error_response",
     "encode_grant_response",
     "encode_user_jwt",
+    "parse_authorization_request",
     "verify_authorization_request",
 ]
 
@@ -115,17 +122,27 @@ def _obj(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+def parse_authorization_request(token: str) -> UnverifiedJwt:
+    """A request JWT parsed but not verified; RequestError when it is not a JWT at all."""
+    try:
+        return decode_unverified(token, max_length=MAX_REQUEST_JWT)
+    except JwtError as exc:
+        raise RequestError(f"request jwt rejected: {exc}", code="bad_request_jwt") from exc
+
+
 def verify_authorization_request(
-    token: str, *, expected_subject: str, now: int, leeway: int = 2
+    token: str | UnverifiedJwt, *, expected_subject: str, now: int, leeway: int = 2
 ) -> AuthorizationRequest:
-    """Verify a request JWT from nats-server and return its typed content.
+    """Verify a request JWT from nats-server (as text, or already parsed by
+    :func:`parse_authorization_request`) and return its typed content.
 
     Checks, each rejecting with RequestError: the signature by a server key (``N``);
     ``iss`` equals ``server_id.id``; ``aud`` and ``nats.type``; ``sub`` is the issuer we
     serve; ``exp`` present and not passed; ``user_nkey`` is a user public key.
     """
+    parsed = parse_authorization_request(token) if isinstance(token, str) else token
     try:
-        verified = decode_verified(token, Prefix.SERVER, max_length=MAX_REQUEST_JWT)
+        verified = verify(parsed, Prefix.SERVER)
     except JwtError as exc:
         raise RequestError(f"request jwt rejected: {exc}", code="bad_request_jwt") from exc
     claims = verified.claims

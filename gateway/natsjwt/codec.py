@@ -25,7 +25,9 @@ from gateway.natsjwt.nkeys import verify_signature as _verify
 __all__ = [
     "ALGORITHM",
     "JwtError",
+    "UnverifiedJwt",
     "VerifiedJwt",
+    "decode_unverified",
     "decode_verified",
     "encode_signed",
     "jwt_id",
@@ -40,6 +42,17 @@ _STANDARD_CLAIMS = ("aud", "exp", "iat", "iss", "name", "nbf", "sub")
 
 class JwtError(ValueError):
     """A NATS JWT is malformed, uses another algorithm, or its signature does not verify."""
+
+
+@dataclass(frozen=True)
+class UnverifiedJwt:
+    """A JWT split and parsed, its signature not checked yet (see :func:`verify`): read
+    it only for choices that can drop work, never grant anything."""
+
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
 
 
 @dataclass(frozen=True)
@@ -105,22 +118,29 @@ def unverified_claims(token: str) -> dict[str, Any]:
     return _json_object(_b64decode(parts[1], "jwt payload"), "jwt payload")
 
 
-def decode_verified(token: str, issuer_type: Prefix, *, max_length: int) -> VerifiedJwt:
-    """Parse ``token`` and verify it was signed by its ``iss``, a public key of ``issuer_type``.
-
-    Raises JwtError for anything else: oversize, wrong shape, another ``alg`` (``none``
-    included), an issuer of another key type, or a signature that does not verify.
-    """
+def decode_unverified(token: str, *, max_length: int) -> UnverifiedJwt:
+    """Split and parse ``token``; JwtError when it is oversize or not three base64url
+    segments with JSON objects for header and payload. Nothing is verified yet."""
     if len(token) > max_length:
         raise JwtError(f"jwt is {len(token)} bytes, over the {max_length} byte limit")
     parts = token.split(".")
     if len(parts) != 3:
         raise JwtError("jwt does not have three segments")
     header = _json_object(_b64decode(parts[0], "jwt header"), "jwt header")
-    if header.get("alg") != ALGORITHM or str(header.get("typ", "")).upper() != "JWT":
-        raise JwtError(f"jwt header must be typ `JWT` and alg `{ALGORITHM}`")
     claims = _json_object(_b64decode(parts[1], "jwt payload"), "jwt payload")
     signature = _b64decode(parts[2], "jwt signature")
+    return UnverifiedJwt(header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+
+
+def verify(jwt: UnverifiedJwt, issuer_type: Prefix) -> VerifiedJwt:
+    """Check that ``jwt`` was signed by its ``iss``, a public key of ``issuer_type``.
+
+    Raises JwtError for anything else: another ``alg`` (``none`` included), an issuer of
+    another key type, or a signature that does not verify.
+    """
+    header, claims = jwt.header, jwt.claims
+    if header.get("alg") != ALGORITHM or str(header.get("typ", "")).upper() != "JWT":
+        raise JwtError(f"jwt header must be typ `JWT` and alg `{ALGORITHM}`")
     issuer = claims.get("iss")
     if not isinstance(issuer, str):
         raise JwtError("jwt has no issuer")
@@ -128,7 +148,12 @@ def decode_verified(token: str, issuer_type: Prefix, *, max_length: int) -> Veri
         decode_public(issuer, issuer_type)
     except InvalidNkey as exc:
         raise JwtError(f"jwt issuer is not a {issuer_type.name.lower()} key") from exc
-    signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-    if not _verify(issuer, issuer_type, signing_input, signature):
+    if not _verify(issuer, issuer_type, jwt.signing_input, jwt.signature):
         raise JwtError("jwt signature does not verify")
     return VerifiedJwt(header=header, claims=claims, issuer=issuer)
+
+
+def decode_verified(token: str, issuer_type: Prefix, *, max_length: int) -> VerifiedJwt:
+    """Parse ``token`` and verify it was signed by its ``iss``, a public key of
+    ``issuer_type`` (:func:`decode_unverified`, then :func:`verify`)."""
+    return verify(decode_unverified(token, max_length=max_length), issuer_type)
