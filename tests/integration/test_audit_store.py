@@ -121,8 +121,9 @@ async def test_a_loop_that_stopped_before_its_hand_off_does_not_strand_other_cal
             writer.write(_record(1))  # its hand-off is due next turn, which never comes
             other.stop()
 
-        other.create_task(write_and_stop())
+        task = other.create_task(write_and_stop())
         other.run_forever()
+        assert task.done()
         other.close()
 
     try:
