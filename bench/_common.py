@@ -3,6 +3,7 @@ responder (the gateway, or the no-op floor) behind a real nats-server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ from gateway.keyfiles import (
 )
 from gateway.natsconf import CalloutServerConfig, render_callout_config
 
-__all__ = ["BENCH_DIR", "Stack", "callout_stack", "gateway_toml", "rss_mb", "write_section"]
+__all__ = ["BENCH_DIR", "Stack", "callout_stack", "cpu_seconds", "gateway_toml", "rss_mb",
+           "write_section"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -44,6 +46,12 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

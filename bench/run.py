@@ -25,7 +25,8 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from _common import write_section  # bench/ is on sys.path when run as a script
+from _common import cpu_seconds, write_section  # bench/ is on sys.path as a script
+from _floor import CommitFloor, durable_commit_floor
 from _load import percentile, sequential, storm, wait_ready
 from _memory import MemoryResult, memory_under_load
 from _reconnect import ReconnectResult, reconnect_storm
@@ -47,16 +48,21 @@ class Row:
     storm_per_second: float
     storm_p99: float
     storm_failures: int
+    storm_cpu_ms: float | None  # responder CPU per storm connect; None without a callout
 
 
 def measure(name: str, system: System, args: argparse.Namespace) -> Row:
     wait_ready(system.url, system.credential)
     one = sequential(system.url, system.credential, args.connects, args.warmup)
+    pids = system.stack.responder_pids() if system.stack else []
+    cpu_before = sum(cpu_seconds(pid) for pid in pids)
     burst = storm(system.url, system.credential, args.storm, args.in_flight,
                   args.client_processes)
+    cpu_ms = ((sum(cpu_seconds(pid) for pid in pids) - cpu_before) * 1000
+              / max(len(burst.latencies), 1)) if pids else None
     row = Row(name, len(one), percentile(one, 0.5), percentile(one, 0.99),
               percentile(one, 0.999), len(burst.latencies), burst.connects_per_second,
-              percentile(burst.latencies, 0.99), sum(burst.failures.values()))
+              percentile(burst.latencies, 0.99), sum(burst.failures.values()), cpu_ms)
     print(json.dumps(asdict(row)), flush=True)
     for failure, count in burst.failures.most_common(3):
         print(f"  storm failure x{count}: {failure}", flush=True)
@@ -87,12 +93,13 @@ def machine() -> str:
 
 def table(rows: list[Row]) -> str:
     lines = ["| scenario | 1 at a time: connects | p50 ms | p99 ms | p99.9 ms | "
-             "storm: connects | connects/s | p99 ms | failures |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "storm: connects | connects/s | p99 ms | failures | responder CPU ms/connect |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        cpu = "n/a" if r.storm_cpu_ms is None else f"{r.storm_cpu_ms:.2f}"
         lines.append(f"| {r.scenario} | {r.connects} | {r.p50:.2f} | {r.p99:.2f} | "
                      f"{r.p999:.2f} | {r.storm_connects} | {r.storm_per_second:.0f} | "
-                     f"{r.storm_p99:.1f} | {r.storm_failures} |")
+                     f"{r.storm_p99:.1f} | {r.storm_failures} | {cpu} |")
     return "\n".join(lines)
 
 
@@ -164,6 +171,20 @@ def verdicts(rows: list[Row], reconnect: ReconnectResult | None,
     return "\n".join(lines)
 
 
+def floor_note(rows: list[Row], floor: CommitFloor) -> str:
+    """The share of the one-at-a-time budget that the durable audit write alone takes."""
+    noop = next((r for r in rows if r.scenario == "no-op callout (Python floor)"), None)
+    text = (f"One durable audit record on this disk, one at a time (`bench/_floor.py`): "
+            f"commit p50 {floor.commit_p50_ms:.2f} ms; through the gateway's writer thread "
+            f"and back {floor.writer_p50_ms:.2f} ms.")
+    if noop is not None:
+        budget = 0.3 * noop.p50
+        text += (f" The 1.3x target leaves 0.3 x {noop.p50:.2f} = {budget:.2f} ms for "
+                 "everything the gateway adds to a connect; the durable write alone "
+                 f"takes {floor.writer_p50_ms / budget:.0%} of it.")
+    return text
+
+
 def reconnect_table(r: ReconnectResult) -> str:
     return "\n".join([
         "| clients | back | time until all back s | p50 s | p99 s | auth errors retried | "
@@ -203,12 +224,16 @@ def main() -> int:
     rows: list[Row] = []
     reconnect: ReconnectResult | None = None
     memory: MemoryResult | None = None
+    floor: CommitFloor | None = None
     with DevIssuer() as issuer, MotoSts(roles=("airflow-bench",)) as sts:
         for name, start in scenarios(args, issuer, sts):
             if args.only and args.only not in name:
                 continue
             with tempfile.TemporaryDirectory() as tmp, start(Path(tmp)) as system:
                 rows.append(measure(name, system, args))
+        if rows:
+            floor = durable_commit_floor()
+            print(json.dumps(asdict(floor)), flush=True)
         if not args.only or args.only == "reconnect":
             reconnect = run_reconnect(args, issuer, sts)
         if not args.only or args.only == "memory":
@@ -216,6 +241,7 @@ def main() -> int:
     report = "\n\n".join(part for part in (
         f"Machine: {machine()}", table(rows) if rows else "",
         "Targets, from this run:\n\n" + verdicts(rows, reconnect, memory),
+        floor_note(rows, floor) if floor else "",
         f"Reconnect storm (gateway `--workers {args.reconnect_workers}`, "
         f"{args.reconnect_processes} "
         "client processes):\n\n" + reconnect_table(reconnect) if reconnect else "",

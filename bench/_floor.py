@@ -1,0 +1,84 @@
+"""What one durable audit record costs on this machine's disk, one at a time: the part of
+the gateway's one-at-a-time connect latency that no code change removes while every
+record is committed (SQLite WAL, ``synchronous=FULL``: fsync'd) before the answer leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from _load import percentile
+
+from gateway.audit.chain import GENESIS, record_hash
+from gateway.audit.record import AuditRecord
+from gateway.audit.store import AuditStore
+from gateway.audit.writer import AuditWriter
+
+__all__ = ["CommitFloor", "durable_commit_floor"]
+
+INSTANCE = "bench-floor"
+
+
+@dataclass
+class CommitFloor:
+    commit_p50_ms: float  # one record, one transaction, on the calling thread
+    writer_p50_ms: float  # the same through the gateway's writer (its thread and back)
+
+
+def _record(instance: str = INSTANCE) -> AuditRecord:
+    return AuditRecord(
+        decision_id=uuid.uuid4().hex, decided_at=time.time(), decision="grant",
+        reason_code="granted", reason="granted", gateway_instance=instance, latency_ms=1.0,
+        method="oidc", principal="https://idp#bench-worker", dag_id="etl", task_id="load",
+        permissions={"pub": {"allow": ["airflow.etl.load.>"]}}, policy_ids=("bench",),
+        policy_set_hash="sha256:00")
+
+
+def _direct_commits(store: AuditStore, commits: int) -> list[float]:
+    appender = store.appender()
+    previous, samples = GENESIS, []
+    try:
+        for seq in range(1, commits + 1):
+            row = _record().as_row()
+            row["chain_seq"], row["prev_hash"] = seq, previous
+            previous = row["record_hash"] = record_hash(row)
+            started = time.perf_counter()
+            appender.append([row])
+            samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        appender.close()
+    return samples
+
+
+async def _writer_commits(store: AuditStore, commits: int) -> list[float]:
+    instance = f"{INSTANCE}-writer"
+    writer = AuditWriter(store, instance=instance)
+    samples = []
+    try:
+        for _ in range(commits):
+            record = _record(instance)
+            started = time.perf_counter()
+            await writer.write(record)
+            samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        writer.close()
+    return samples
+
+
+def durable_commit_floor(commits: int = 1000) -> CommitFloor:
+    """p50 of ``commits`` one-record commits into a fresh SQLite audit store in the
+    system temp directory (where the benchmarks keep theirs), direct and via the writer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = AuditStore(f"sqlite:///{Path(tmp) / 'audit.db'}")
+        try:
+            store.migrate()
+            direct = _direct_commits(store, commits)
+            via_writer = asyncio.run(_writer_commits(store, commits))
+        finally:
+            store.close()
+    return CommitFloor(percentile(direct, 0.5), percentile(via_writer, 0.5))
