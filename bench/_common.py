@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.audit.record import AuditRecord
 from gateway.dev.natsserver import NatsServer
 from gateway.keyfiles import (
     CHECKPOINT_FILE,
@@ -21,8 +24,8 @@ from gateway.keyfiles import (
 )
 from gateway.natsconf import CalloutServerConfig, render_callout_config
 
-__all__ = ["BENCH_DIR", "Stack", "callout_stack", "cpu_seconds", "gateway_toml", "rss_mb",
-           "write_section"]
+__all__ = ["BENCH_DIR", "Stack", "callout_stack", "cpu_seconds", "gateway_toml",
+           "grant_record", "rss_mb", "write_section"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -46,6 +49,16 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def grant_record(instance: str, task_id: str = "load") -> AuditRecord:
+    """A typical grant record, for the benchmarks that write audit records directly."""
+    return AuditRecord(
+        decision_id=uuid.uuid4().hex, decided_at=time.time(), decision="grant",
+        reason_code="granted", reason="granted", gateway_instance=instance, latency_ms=1.0,
+        method="oidc", principal="https://idp#worker", dag_id="etl", task_id=task_id,
+        permissions={"pub": {"allow": [f"airflow.etl.{task_id}.>"]}}, policy_ids=("etl",),
+        policy_set_hash="sha256:00")
 
 
 def cpu_seconds(pid: int) -> float:

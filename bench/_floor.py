@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import grant_record
 from _load import percentile
 
 from gateway.audit.chain import GENESIS, record_hash
-from gateway.audit.record import AuditRecord
 from gateway.audit.store import AuditStore
 from gateway.audit.writer import AuditWriter
 
@@ -30,21 +29,12 @@ class CommitFloor:
     writer_p50_ms: float  # the same through the gateway's writer (its thread and back)
 
 
-def _record(instance: str = INSTANCE) -> AuditRecord:
-    return AuditRecord(
-        decision_id=uuid.uuid4().hex, decided_at=time.time(), decision="grant",
-        reason_code="granted", reason="granted", gateway_instance=instance, latency_ms=1.0,
-        method="oidc", principal="https://idp#bench-worker", dag_id="etl", task_id="load",
-        permissions={"pub": {"allow": ["airflow.etl.load.>"]}}, policy_ids=("bench",),
-        policy_set_hash="sha256:00")
-
-
 def _direct_commits(store: AuditStore, commits: int) -> list[float]:
     appender = store.appender()
     previous, samples = GENESIS, []
     try:
         for seq in range(1, commits + 1):
-            row = _record().as_row()
+            row = grant_record(INSTANCE).as_row()
             row["chain_seq"], row["prev_hash"] = seq, previous
             previous = row["record_hash"] = record_hash(row)
             started = time.perf_counter()
@@ -61,7 +51,7 @@ async def _writer_commits(store: AuditStore, commits: int) -> list[float]:
     samples = []
     try:
         for _ in range(commits):
-            record = _record(instance)
+            record = grant_record(instance)
             started = time.perf_counter()
             await writer.write(record)
             samples.append((time.perf_counter() - started) * 1000)

@@ -2,12 +2,13 @@
 
 Client processes each open their share of the clients with the project's own client
 (`gateway.client.connect`: the envelope is rebuilt at every reconnect, reconnecting
-forever every 0.5 s), each client acting for its own task. Once every client is
-connected, nats-server is restarted on the same port (as after a crash or an upgrade)
-and every client must come back through the gateway. Measured: the time until the last
-one is back, the p99 of the per-client time back, client-side auth errors (requests that
-timed out in the storm and were retried), deny records (every client is entitled, so
-any deny is a wrong denial) and, per client, a grant record for its reconnection.
+forever with jittered backoff from 0.5 s up to 8 s), each client acting for its own
+task. Once every client is connected, nats-server is restarted on the same port (as
+after a crash or an upgrade) and every client must come back through the gateway.
+Measured: the time until the last one is back, the p99 of the per-client time back,
+client-side auth errors (requests that timed out in the storm and were retried), deny
+records (every client is entitled, so any deny is a wrong denial) and, per client, a
+grant record for its reconnection.
 """
 
 from __future__ import annotations

@@ -23,10 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from _common import write_section  # bench/ is on sys.path when run as a script
+from _common import grant_record, write_section  # bench/ is on sys.path when run as a script
 
 from gateway.audit.chain import CheckpointSigner
-from gateway.audit.record import AuditRecord
 from gateway.audit.store import AuditStore
 from gateway.audit.writer import AuditWriter
 
@@ -50,21 +49,12 @@ def postgres_url(admin_dsn: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _record(index: int) -> AuditRecord:
-    return AuditRecord(
-        decision_id=uuid.uuid4().hex, decided_at=time.time(), decision="grant",
-        reason_code="granted", reason="granted", gateway_instance="bench", latency_ms=1.0,
-        method="oidc", principal="https://idp#worker", dag_id="etl", task_id=f"t{index % 50}",
-        permissions={"pub": {"allow": [f"airflow.etl.t{index % 50}.>"]}},
-        policy_ids=("etl",), policy_set_hash="sha256:00")
-
-
 async def _drive(writer: AuditWriter, total: int, concurrency: int) -> float:
     counter = iter(range(total))
 
     async def worker() -> None:
         for index in counter:
-            await writer.write(_record(index))
+            await writer.write(grant_record("bench", f"t{index % 50}"))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

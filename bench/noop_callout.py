@@ -26,12 +26,13 @@ from nats.aio.msg import Msg
 
 from gateway.keyfiles import ISSUER_FILE, USER_FILE, XKEY_FILE
 from gateway.natsjwt.claims import (
+    MAX_REQUEST_JWT,
     Permissions,
     UserGrant,
     encode_grant_response,
     encode_user_jwt,
 )
-from gateway.natsjwt.codec import unverified_claims
+from gateway.natsjwt.codec import decode_unverified
 from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
 from gateway.natsjwt.xkey import open_sealed, seal
 
@@ -46,7 +47,8 @@ class NoopResponder:
         self._account = account
 
     def answer(self, data: bytes, server_xkey: str) -> bytes:
-        claims = unverified_claims(open_sealed(data, self._xkey, server_xkey).decode())
+        token = open_sealed(data, self._xkey, server_xkey).decode()
+        claims = decode_unverified(token, max_length=MAX_REQUEST_JWT).claims
         now = int(time.time())
         user_nkey, server_id = claims["nats"]["user_nkey"], claims["nats"]["server_id"]["id"]
         grant = UserGrant(user_nkey=user_nkey, account=self._account, name="noop",

@@ -109,15 +109,6 @@ def encode_signed(claims: dict[str, Any], signer: SigningKeyPair, *, issued_at: 
     return f"{signing_input}.{_b64encode(signature)}"
 
 
-def unverified_claims(token: str) -> dict[str, Any]:
-    """The claims of ``token`` with no signature check: only for choices that can drop
-    work, never grant anything. JwtError when it is not a JWT with an object payload."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise JwtError("jwt does not have three segments")
-    return _json_object(_b64decode(parts[1], "jwt payload"), "jwt payload")
-
-
 def decode_unverified(token: str, *, max_length: int) -> UnverifiedJwt:
     """Split and parse ``token``; JwtError when it is oversize or not three base64url
     segments with JSON objects for header and payload. Nothing is verified yet."""
