@@ -110,7 +110,7 @@ def _load_object(text: str) -> dict[str, Any]:
         raise CredentialError(f"envelope exceeds {MAX_ENVELOPE_BYTES} bytes",
                               code="oversized_credential")
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+        obj = _DECODER.decode(text)
     except CredentialError:
         raise
     except (ValueError, RecursionError) as exc:
@@ -118,7 +118,10 @@ def _load_object(text: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CredentialError("envelope must be a json object")
     # A `\ud800` escape decodes to a lone surrogate, which no later step could encode.
-    _utf8(json.dumps(obj, ensure_ascii=False), "envelope content")
+    # Only a `\u` escape can make one (the text itself encoded above), so the re-encode
+    # is skipped for the usual envelope that has none.
+    if "\\u" in text:
+        _utf8(json.dumps(obj, ensure_ascii=False), "envelope content")
     return obj
 
 
@@ -130,6 +133,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise CredentialError(f"envelope repeats field `{key[:40]}`")
         obj[key] = value
     return obj
+
+
+# One decoder for every request: json.loads with a hook builds a new one per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 
 
 def _utf8(text: str, what: str) -> bytes:

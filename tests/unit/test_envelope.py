@@ -38,6 +38,16 @@ BAD = {
                                 "scope": {"dag_id": "a" * 251, "task_id": "b"}}), "bad_scope"),
     "oversized": ("x" * (MAX_ENVELOPE_BYTES + 1), "oversized_credential"),
     "deep-nesting": ("[" * 5000 + "]" * 5000, "bad_credential"),
+    "repeated-token": ('{"v":1,"method":"oidc","token":"t","token":"u","scope":'
+                       '{"dag_id":"a","task_id":"b"}}', "bad_credential"),
+    "repeated-dag": ('{"v":1,"method":"oidc","token":"t","scope":'
+                     '{"dag_id":"a","dag_id":"b","task_id":"b"}}', "bad_credential"),
+    "lone-surrogate-token": ('{"v":1,"method":"oidc","token":"t\\ud800","scope":'
+                             '{"dag_id":"a","task_id":"b"}}', "bad_credential"),
+    "lone-surrogate-key": ('{"v":1,"method":"oidc","token":"t","scope":'
+                           '{"dag_id":"a","task_id":"b"},"\\udfff":1}', "bad_credential"),
+    "byte-order-mark": ('\ufeff{"v":1,"method":"oidc","token":"t","scope":'
+                        '{"dag_id":"a","task_id":"b"}}', "bad_credential"),
 }
 
 
@@ -48,3 +58,11 @@ def test_bad_envelopes(case: str) -> None:
         parse_envelope(text)
     assert raised.value.code == code
     assert raised.value.description
+
+
+def test_escapes_that_make_valid_text_are_kept() -> None:
+    # The surrogate check only runs when a `\\u` escape is present; a pair that forms one
+    # character, and a plain escape, decode to encodable text and are accepted.
+    text = ('{"v":1,"method":"oidc","token":"t\\ud83d\\ude00\\u0041","scope":'
+            '{"dag_id":"a","task_id":"b"}}')
+    assert parse_envelope(text).proof == "t\U0001f600A"
