@@ -5,8 +5,8 @@ It does only what the protocol cannot do without: open the xkey-sealed request, 
 user nkey and server id out of the request JWT (without verifying it), sign a user JWT
 and the response with the issuer account key, seal the answer and publish it. No
 identity, no policy, no audit, no metrics. It uses the same nats-py, the same key and
-JWT encoding code and the same xkey setting as the gateway, so the difference between
-the two is the cost of the gateway's checks.
+JWT encoding code, the same xkey setting and the same garbage collector settings as the
+gateway, so the difference between the two is the cost of the gateway's checks.
 
     python bench/noop_callout.py --url nats://127.0.0.1:PORT --keys DIR
 
@@ -24,6 +24,7 @@ from pathlib import Path
 import nats
 from nats.aio.msg import Msg
 
+from gateway.heap import settle_heap_for_serving
 from gateway.keyfiles import ISSUER_FILE, USER_FILE, XKEY_FILE
 from gateway.natsjwt.claims import (
     MAX_REQUEST_JWT,
@@ -72,6 +73,7 @@ async def serve(url: str, keys: Path, account: str) -> None:
 
     await nc.subscribe(AUTH_SUBJECT, queue="nats-gateway", cb=on_request)
     await nc.flush()
+    settle_heap_for_serving()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -97,6 +97,7 @@ def _serve(config: Path) -> int:
 
 
 async def _run_gateway(settings: GatewaySettings, on_started: str = "") -> None:
+    from gateway.heap import settle_heap_for_serving
     from gateway.runtime import Gateway
 
     stop = asyncio.Event()
@@ -105,6 +106,7 @@ async def _run_gateway(settings: GatewaySettings, on_started: str = "") -> None:
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(settings)
     await gateway.start()
+    settle_heap_for_serving()
     gateway.reload_policies_on_sighup()
     if on_started:
         print(on_started.replace("{api_port}", str(gateway.api_port)), flush=True)
