@@ -6,6 +6,8 @@ Scenarios: static password (no callout), the no-op callout, and the gateway with
 AWS IAM (moto's STS) identity, each with the SQLite and the PostgreSQL audit store. Each
 is measured one client at a time (p50/p99/p99.9 over ``--connects``) and as a storm
 (``--storm`` connects with ``--in-flight`` outstanding, over ``--client-processes``).
+The two ratio targets are then judged on ``--paired-rounds`` rounds in which the no-op
+floor and the gateway (OIDC, SQLite) are measured one after the other (bench/_paired.py).
 Then the reconnect storm (``--reconnect-clients`` connected clients, nats-server
 restarted) and the gateway's memory after ``--memory-decisions`` decisions.
 """
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from _common import cpu_seconds, write_section  # bench/ is on sys.path as a scr
 from _floor import CommitFloor, durable_commit_floor
 from _load import percentile, sequential, storm, wait_ready
 from _memory import MemoryResult, memory_under_load
+from _paired import PairedRound, median_ratios, paired_rounds
 from _reconnect import ReconnectResult, reconnect_storm
 from _systems import System, gateway_system, noop_system, static_system
 
@@ -103,6 +106,33 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def run_paired(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> list[PairedRound]:
+    with ExitStack() as stack:
+        noop = stack.enter_context(noop_system(Path(stack.enter_context(
+            tempfile.TemporaryDirectory()))))
+        gateway = stack.enter_context(gateway_system(
+            Path(stack.enter_context(tempfile.TemporaryDirectory())), identity="oidc",
+            audit="sqlite", workers=args.workers, issuer=issuer, sts=sts))
+        for system in (noop, gateway):
+            wait_ready(system.url, system.credential)
+        return paired_rounds(noop, gateway, rounds=args.paired_rounds,
+                             connects=args.connects, warmup=args.warmup,
+                             storm_connects=args.storm, in_flight=args.in_flight,
+                             processes=args.client_processes)
+
+
+def paired_table(rounds: list[PairedRound]) -> str:
+    lines = ["| round | no-op p50 ms | gateway p50 ms | ratio | no-op connects/s | "
+             "gateway connects/s | share | gateway CPU ms/connect |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for index, r in enumerate(rounds, 1):
+        lines.append(f"| {index} | {r.noop_p50:.2f} | {r.gateway_p50:.2f} | "
+                     f"{r.p50_ratio:.2f}x | {r.noop_per_second:.0f} | "
+                     f"{r.gateway_per_second:.0f} | {r.storm_share:.0%} | "
+                     f"{r.gateway_cpu_ms:.2f} |")
+    return "\n".join(lines)
+
+
 def run_reconnect(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> ReconnectResult:
     with tempfile.TemporaryDirectory() as tmp, gateway_system(
             Path(tmp), identity="oidc", audit="sqlite", workers=args.reconnect_workers,
@@ -133,7 +163,7 @@ def run_memory(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> Mem
     return result
 
 
-def verdicts(rows: list[Row], reconnect: ReconnectResult | None,
+def verdicts(rows: list[Row], paired: list[PairedRound], reconnect: ReconnectResult | None,
              memory: MemoryResult | None) -> str:
     by_name = {row.scenario: row for row in rows}
     noop = by_name.get("no-op callout (Python floor)")
@@ -143,7 +173,21 @@ def verdicts(rows: list[Row], reconnect: ReconnectResult | None,
     def line(target: str, measured: str, met: bool) -> None:
         lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
 
-    if noop and gateway:
+    if paired:
+        ratio, share = median_ratios(paired)
+        table_ratio = (f"; table above {gateway.p50 / noop.p50:.2f}x"
+                       if noop and gateway else "")
+        table_share = (f"; table above {gateway.storm_per_second / noop.storm_per_second:.0%}"
+                       if noop and gateway else "")
+        line("gateway OIDC + SQLite, 1 at a time: p50 <= 1.3x no-op p50",
+             f"median of {len(paired)} paired rounds {ratio:.2f}x (rounds "
+             f"{', '.join(f'{r.p50_ratio:.2f}x' for r in paired)}){table_ratio}",
+             ratio <= 1.3)
+        line("gateway OIDC + SQLite storm: >= 80% of no-op connects/s",
+             f"median of {len(paired)} paired rounds {share:.0%} (rounds "
+             f"{', '.join(f'{r.storm_share:.0%}' for r in paired)}){table_share}",
+             share >= 0.8)
+    elif noop and gateway:
         ratio = gateway.p50 / noop.p50
         line("gateway OIDC + SQLite, 1 at a time: p50 <= 1.3x no-op p50",
              f"{gateway.p50:.2f} / {noop.p50:.2f} ms = {ratio:.2f}x", ratio <= 1.3)
@@ -213,6 +257,8 @@ def main() -> int:
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1,
                         help="gateway --workers for the connect scenarios")
+    parser.add_argument("--paired-rounds", type=int, default=3,
+                        help="rounds of no-op vs gateway for the two ratio targets")
     parser.add_argument("--reconnect-clients", type=int, default=10_000)
     parser.add_argument("--reconnect-processes", type=int, default=4)
     parser.add_argument("--reconnect-workers", type=int, default=2,
@@ -225,6 +271,7 @@ def main() -> int:
     reconnect: ReconnectResult | None = None
     memory: MemoryResult | None = None
     floor: CommitFloor | None = None
+    paired: list[PairedRound] = []
     with DevIssuer() as issuer, MotoSts(roles=("airflow-bench",)) as sts:
         for name, start in scenarios(args, issuer, sts):
             if args.only and args.only not in name:
@@ -234,13 +281,17 @@ def main() -> int:
         if rows:
             floor = durable_commit_floor()
             print(json.dumps(asdict(floor)), flush=True)
+        if args.paired_rounds > 0 and (not args.only or args.only == "paired"):
+            paired = run_paired(args, issuer, sts)
         if not args.only or args.only == "reconnect":
             reconnect = run_reconnect(args, issuer, sts)
         if not args.only or args.only == "memory":
             memory = run_memory(args, issuer, sts)
     report = "\n\n".join(part for part in (
         f"Machine: {machine()}", table(rows) if rows else "",
-        "Targets, from this run:\n\n" + verdicts(rows, reconnect, memory),
+        "No-op floor and gateway (OIDC, SQLite) measured in turn, round by round:\n\n"
+        + paired_table(paired) if paired else "",
+        "Targets, from this run:\n\n" + verdicts(rows, paired, reconnect, memory),
         floor_note(rows, floor) if floor else "",
         f"Reconnect storm (gateway `--workers {args.reconnect_workers}`, "
         f"{args.reconnect_processes} "
