@@ -11,9 +11,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from _common import cpu_seconds
-from _load import percentile, sequential, storm
-from _systems import System
+from _load import percentile, sequential
+from _systems import System, storm_with_cpu
 
 __all__ = ["PairedRound", "median_ratios", "paired_rounds"]
 
@@ -42,12 +41,9 @@ def _one_at_a_time_p50(system: System, connects: int, warmup: int) -> float:
 def _storm_rate(system: System, total: int, in_flight: int,
                 processes: int) -> tuple[float, float]:
     """(connects/s, responder CPU ms per connect); every connect must succeed."""
-    pids = system.stack.responder_pids() if system.stack else []
-    before = sum(cpu_seconds(pid) for pid in pids)
-    burst = storm(system.url, system.credential, total, in_flight, processes)
-    if burst.failures:
+    burst, cpu_ms = storm_with_cpu(system, total, in_flight, processes)
+    if burst.failures or cpu_ms is None:
         raise RuntimeError(f"paired storm had failures: {dict(burst.failures)}")
-    cpu_ms = (sum(cpu_seconds(pid) for pid in pids) - before) * 1000 / total
     return burst.connects_per_second, cpu_ms
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from _load import percentile
 from sqlalchemy import text
 
 from gateway.audit.store import AuditStore
@@ -128,9 +129,7 @@ def reconnect_storm(url: str, token: str, restart: Any, audit_url: str, *, clien
     return ReconnectResult(
         clients=len(names), connected_before=connected, back=len(times),
         all_back_seconds=times[-1] if times else float("nan"),
-        p50_seconds=times[len(times) // 2] if times else float("nan"),
-        p99_seconds=times[min(len(times) - 1, int(0.99 * len(times)))] if times else float(
-            "nan"),
+        p50_seconds=percentile(times, 0.5), p99_seconds=percentile(times, 0.99),
         retried_auth_errors=auth_errors, deny_records=denies, grant_records=grants,
         clients_without_grant_record=missing,
         closed_for_good=sum(n for e, n in errors.items() if e.startswith("CLOSED")),

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import BENCH_DIR, Stack, callout_stack
-from _load import Credential
+from _common import BENCH_DIR, Stack, callout_stack, cpu_seconds
+from _load import Credential, StormResult, storm
 
 from gateway.client import oidc_envelope
 from gateway.dev.issuer import DevIssuer
@@ -25,7 +25,7 @@ from gateway.dev.natsserver import NatsServer
 from gateway.dev.postgres import postgres_database
 from gateway.natsconf import render_static_config
 
-__all__ = ["System", "gateway_system", "noop_system", "static_system"]
+__all__ = ["System", "gateway_system", "noop_system", "static_system", "storm_with_cpu"]
 
 OIDC_POLICY = """version: 1
 policies:
@@ -54,6 +54,19 @@ class System:
     credential: Credential
     stack: Stack | None = None
     audit_url: str | None = None
+
+
+def storm_with_cpu(system: System, total: int, in_flight: int,
+                   processes: int) -> tuple[StormResult, float | None]:
+    """A storm against ``system`` and its responder's CPU ms per successful connect
+    (None when there is no responder: the static floor)."""
+    pids = system.stack.responder_pids() if system.stack else []
+    before = sum(cpu_seconds(pid) for pid in pids)
+    burst = storm(system.url, system.credential, total, in_flight, processes)
+    if not pids:
+        return burst, None
+    used = sum(cpu_seconds(pid) for pid in pids) - before
+    return burst, used * 1000 / max(len(burst.latencies), 1)
 
 
 @contextmanager

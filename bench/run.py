@@ -27,13 +27,13 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from _common import cpu_seconds, write_section  # bench/ is on sys.path as a script
+from _common import write_section  # bench/ is on sys.path as a script
 from _floor import CommitFloor, durable_commit_floor
-from _load import percentile, sequential, storm, wait_ready
+from _load import percentile, sequential, wait_ready
 from _memory import MemoryResult, memory_under_load
 from _paired import PairedRound, median_ratios, paired_rounds
 from _reconnect import ReconnectResult, reconnect_storm
-from _systems import System, gateway_system, noop_system, static_system
+from _systems import System, gateway_system, noop_system, static_system, storm_with_cpu
 
 from gateway.dev.issuer import DevIssuer
 from gateway.dev.moto_sts import MotoSts
@@ -57,12 +57,8 @@ class Row:
 def measure(name: str, system: System, args: argparse.Namespace) -> Row:
     wait_ready(system.url, system.credential)
     one = sequential(system.url, system.credential, args.connects, args.warmup)
-    pids = system.stack.responder_pids() if system.stack else []
-    cpu_before = sum(cpu_seconds(pid) for pid in pids)
-    burst = storm(system.url, system.credential, args.storm, args.in_flight,
-                  args.client_processes)
-    cpu_ms = ((sum(cpu_seconds(pid) for pid in pids) - cpu_before) * 1000
-              / max(len(burst.latencies), 1)) if pids else None
+    burst, cpu_ms = storm_with_cpu(system, args.storm, args.in_flight,
+                                   args.client_processes)
     row = Row(name, len(one), percentile(one, 0.5), percentile(one, 0.99),
               percentile(one, 0.999), len(burst.latencies), burst.connects_per_second,
               percentile(burst.latencies, 0.99), sum(burst.failures.values()), cpu_ms)
@@ -73,11 +69,13 @@ def measure(name: str, system: System, args: argparse.Namespace) -> Row:
 
 
 Scenario = tuple[str, Callable[[Path], AbstractContextManager[System]]]
+NOOP = "no-op callout (Python floor)"
+GATEWAY_OIDC_SQLITE = "gateway: OIDC, SQLite audit"
 
 
 def scenarios(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> Iterator[Scenario]:
     yield "static password (no callout)", lambda tmp: static_system()
-    yield "no-op callout (Python floor)", noop_system
+    yield NOOP, noop_system
     for identity, label in (("oidc", "OIDC"), ("aws_iam", "AWS IAM")):
         for audit, store in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
             def start(tmp: Path, identity: str = identity,
@@ -163,37 +161,46 @@ def run_memory(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> Mem
     return result
 
 
+def _ratio_verdicts(noop: Row | None, gateway: Row | None, paired: list[PairedRound],
+                    ) -> tuple[tuple[float, str], tuple[float, str]] | None:
+    """((p50 ratio, text), (storm share, text)): the paired rounds' medians when there are
+    any, with the table's single-shot ratios quoted beside them; else the table's."""
+    texts = ["", ""]
+    values: list[float] = []
+    if noop and gateway:
+        values = [gateway.p50 / noop.p50, gateway.storm_per_second / noop.storm_per_second]
+        texts = [f"{gateway.p50:.2f} / {noop.p50:.2f} ms = {values[0]:.2f}x",
+                 f"{gateway.storm_per_second:.0f} / {noop.storm_per_second:.0f} = "
+                 f"{values[1]:.0%}"]
+    if paired:
+        beside = ([f"; table above {values[0]:.2f}x", f"; table above {values[1]:.0%}"]
+                  if values else ["", ""])
+        values = list(median_ratios(paired))
+        rounds = f"median of {len(paired)} paired rounds"
+        texts = [f"{rounds} {values[0]:.2f}x (rounds "
+                 f"{', '.join(f'{r.p50_ratio:.2f}x' for r in paired)}){beside[0]}",
+                 f"{rounds} {values[1]:.0%} (rounds "
+                 f"{', '.join(f'{r.storm_share:.0%}' for r in paired)}){beside[1]}"]
+    if not values:
+        return None
+    return (values[0], texts[0]), (values[1], texts[1])
+
+
 def verdicts(rows: list[Row], paired: list[PairedRound], reconnect: ReconnectResult | None,
              memory: MemoryResult | None) -> str:
     by_name = {row.scenario: row for row in rows}
-    noop = by_name.get("no-op callout (Python floor)")
-    gateway = by_name.get("gateway: OIDC, SQLite audit")
+    noop, gateway = by_name.get(NOOP), by_name.get(GATEWAY_OIDC_SQLITE)
     lines = ["| target | measured | met |", "|---|---|---|"]
 
     def line(target: str, measured: str, met: bool) -> None:
         lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
 
-    if paired:
-        ratio, share = median_ratios(paired)
-        table_ratio = (f"; table above {gateway.p50 / noop.p50:.2f}x"
-                       if noop and gateway else "")
-        table_share = (f"; table above {gateway.storm_per_second / noop.storm_per_second:.0%}"
-                       if noop and gateway else "")
-        line("gateway OIDC + SQLite, 1 at a time: p50 <= 1.3x no-op p50",
-             f"median of {len(paired)} paired rounds {ratio:.2f}x (rounds "
-             f"{', '.join(f'{r.p50_ratio:.2f}x' for r in paired)}){table_ratio}",
+    ratios = _ratio_verdicts(noop, gateway, paired)
+    if ratios is not None:
+        (ratio, ratio_text), (share, share_text) = ratios
+        line("gateway OIDC + SQLite, 1 at a time: p50 <= 1.3x no-op p50", ratio_text,
              ratio <= 1.3)
-        line("gateway OIDC + SQLite storm: >= 80% of no-op connects/s",
-             f"median of {len(paired)} paired rounds {share:.0%} (rounds "
-             f"{', '.join(f'{r.storm_share:.0%}' for r in paired)}){table_share}",
-             share >= 0.8)
-    elif noop and gateway:
-        ratio = gateway.p50 / noop.p50
-        line("gateway OIDC + SQLite, 1 at a time: p50 <= 1.3x no-op p50",
-             f"{gateway.p50:.2f} / {noop.p50:.2f} ms = {ratio:.2f}x", ratio <= 1.3)
-        share = gateway.storm_per_second / noop.storm_per_second
-        line("gateway OIDC + SQLite storm: >= 80% of no-op connects/s",
-             f"{gateway.storm_per_second:.0f} / {noop.storm_per_second:.0f} = {share:.0%}",
+        line("gateway OIDC + SQLite storm: >= 80% of no-op connects/s", share_text,
              share >= 0.8)
     if reconnect:
         r = reconnect
@@ -217,7 +224,7 @@ def verdicts(rows: list[Row], paired: list[PairedRound], reconnect: ReconnectRes
 
 def floor_note(rows: list[Row], floor: CommitFloor) -> str:
     """The share of the one-at-a-time budget that the durable audit write alone takes."""
-    noop = next((r for r in rows if r.scenario == "no-op callout (Python floor)"), None)
+    noop = next((r for r in rows if r.scenario == NOOP), None)
     text = (f"One durable audit record on this disk, one at a time (`bench/_floor.py`): "
             f"commit p50 {floor.commit_p50_ms:.2f} ms; through the gateway's writer thread "
             f"and back {floor.writer_p50_ms:.2f} ms.")
