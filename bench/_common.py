@@ -4,17 +4,18 @@ responder (the gateway, or the no-op floor) behind a real nats-server."""
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.audit.record import AuditRecord
-from gateway.dev.natsserver import NatsServer
+from gateway.dev.natsserver import NatsServer, find_nats_server
 from gateway.keyfiles import (
     CHECKPOINT_FILE,
     ISSUER_FILE,
@@ -24,10 +25,11 @@ from gateway.keyfiles import (
 )
 from gateway.natsconf import CalloutServerConfig, render_callout_config
 
-__all__ = ["BENCH_DIR", "Stack", "callout_stack", "cpu_seconds", "gateway_toml",
-           "grant_record", "rss_mb", "write_section"]
+__all__ = ["BENCH_DIR", "GATEWAY_SERVE", "Stack", "callout_stack", "cpu_seconds", "gateway_toml",
+           "grant_record", "machine", "rss_mb", "write_section"]
 
 BENCH_DIR = Path(__file__).resolve().parent
+GATEWAY_SERVE = (sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve")
 
 
 def write_section(path: Path, name: str, body: str) -> None:
@@ -41,6 +43,14 @@ def write_section(path: Path, name: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def machine() -> str:
+    """The machine line of a results section: platform, cores, Python, nats-server."""
+    version = subprocess.run([find_nats_server(), "--version"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    return (f"{platform.platform()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}, {version}")
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -105,9 +115,11 @@ enabled = false
 
 @contextmanager
 def callout_stack(tmp: Path, responder: list[str] | None = None, *, extra_toml: str = "",
-                  audit_url: str | None = None, workers: int = 1) -> Iterator[Stack]:
+                  audit_url: str | None = None, workers: int = 1,
+                  serve: Sequence[str] = GATEWAY_SERVE) -> Iterator[Stack]:
     """nats-server with auth callout (xkey on) and a responder process: ``responder`` (a
-    command; ``{url}`` and ``{keys}`` are filled in) or else `nats-gateway serve`. The
+    command; ``{url}`` and ``{keys}`` are filled in) or else ``serve`` (a command that takes
+    the gateway's ``--config`` and ``--workers``, `nats-gateway serve` by default). The
     caller waits for readiness (by connecting), so no fixed sleep is needed."""
     keys = tmp / "keys"
     publics = generate_keys(keys)
@@ -120,8 +132,7 @@ def callout_stack(tmp: Path, responder: list[str] | None = None, *, extra_toml: 
         else:
             toml = gateway_toml(tmp, server.url, keys,
                                 audit_url or f"sqlite:///{tmp / 'audit.db'}", extra_toml)
-            command = [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
-                       "--config", str(toml), "--workers", str(workers)]
+            command = [*serve, "--config", str(toml), "--workers", str(workers)]
         proc = subprocess.Popen(command)
         try:
             yield Stack(server.url, server, proc, keys)

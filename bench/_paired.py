@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from _load import percentile, sequential
 from _systems import System, storm_with_cpu
 
-__all__ = ["PairedRound", "median_ratios", "paired_rounds"]
+__all__ = ["PairedRound", "median_ratios", "one_at_a_time_p50", "paired_rounds", "storm_rate"]
 
 
 @dataclass
@@ -34,12 +34,12 @@ class PairedRound:
         return self.gateway_per_second / self.noop_per_second
 
 
-def _one_at_a_time_p50(system: System, connects: int, warmup: int) -> float:
+def one_at_a_time_p50(system: System, connects: int, warmup: int) -> float:
     return percentile(sequential(system.url, system.credential, connects, warmup), 0.5)
 
 
-def _storm_rate(system: System, total: int, in_flight: int,
-                processes: int) -> tuple[float, float]:
+def storm_rate(system: System, total: int, in_flight: int,
+               processes: int) -> tuple[float, float]:
     """(connects/s, responder CPU ms per connect); every connect must succeed."""
     burst, cpu_ms = storm_with_cpu(system, total, in_flight, processes)
     if burst.failures or cpu_ms is None:
@@ -51,10 +51,10 @@ def paired_rounds(noop: System, gateway: System, *, rounds: int, connects: int, 
                   storm_connects: int, in_flight: int, processes: int) -> list[PairedRound]:
     results = []
     for index in range(rounds):
-        noop_p50 = _one_at_a_time_p50(noop, connects, warmup)
-        gateway_p50 = _one_at_a_time_p50(gateway, connects, warmup)
-        noop_rate, _ = _storm_rate(noop, storm_connects, in_flight, processes)
-        gateway_rate, gateway_cpu = _storm_rate(gateway, storm_connects, in_flight, processes)
+        noop_p50 = one_at_a_time_p50(noop, connects, warmup)
+        gateway_p50 = one_at_a_time_p50(gateway, connects, warmup)
+        noop_rate, _ = storm_rate(noop, storm_connects, in_flight, processes)
+        gateway_rate, gateway_cpu = storm_rate(gateway, storm_connects, in_flight, processes)
         result = PairedRound(noop_p50, gateway_p50, noop_rate, gateway_rate, gateway_cpu)
         print(f"paired round {index + 1}: p50 {gateway_p50:.2f}/{noop_p50:.2f} ms = "
               f"{result.p50_ratio:.2f}x, storm {gateway_rate:.0f}/{noop_rate:.0f} = "

@@ -10,12 +10,12 @@ the credential a client presents there, and (for callout systems) the running st
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import BENCH_DIR, Stack, callout_stack, cpu_seconds
+from _common import BENCH_DIR, GATEWAY_SERVE, Stack, callout_stack, cpu_seconds
 from _load import Credential, StormResult, storm
 
 from gateway.client import oidc_envelope
@@ -107,7 +107,8 @@ def _audit_url(kind: str, tmp: Path) -> Iterator[str]:
 
 @contextmanager
 def gateway_system(tmp: Path, *, identity: str, audit: str, workers: int,
-                   issuer: DevIssuer, sts: MotoSts, extra_toml: str = "") -> Iterator[System]:
+                   issuer: DevIssuer, sts: MotoSts, extra_toml: str = "",
+                   serve: Sequence[str] = GATEWAY_SERVE) -> Iterator[System]:
     (tmp / "policies").mkdir(exist_ok=True)
     if identity == "oidc":
         (tmp / "policies" / "bench.yaml").write_text(OIDC_POLICY.format(issuer=issuer.issuer))
@@ -126,5 +127,5 @@ allowed_accounts = ["{ACCOUNT}"]"""
         credential = iam_credential(sts)
     with _audit_url(audit, tmp) as audit_url, callout_stack(
             tmp, extra_toml=f"{extra_toml}\n{settings}", audit_url=audit_url,
-            workers=workers) as stack:
+            workers=workers, serve=serve) as stack:
         yield System(stack.url, credential, stack, audit_url)

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,7 +24,7 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from _common import write_section  # bench/ is on sys.path as a script
+from _common import machine, write_section  # bench/ is on sys.path as a script
 from _floor import CommitFloor, durable_commit_floor
 from _load import percentile, sequential, wait_ready
 from _memory import MemoryResult, memory_under_load
@@ -37,7 +34,6 @@ from _systems import System, gateway_system, noop_system, static_system, storm_w
 
 from gateway.dev.issuer import DevIssuer
 from gateway.dev.moto_sts import MotoSts
-from gateway.dev.natsserver import find_nats_server
 
 
 @dataclass
@@ -83,13 +79,6 @@ def scenarios(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> Iter
                 return gateway_system(tmp, identity=identity, audit=audit,
                                       workers=args.workers, issuer=issuer, sts=sts)
             yield f"gateway: {label}, {store} audit", start
-
-
-def machine() -> str:
-    version = subprocess.run([find_nats_server(), "--version"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-    return (f"{platform.platform()}, {os.cpu_count()} cores, Python "
-            f"{platform.python_version()}, {version}")
 
 
 def table(rows: list[Row]) -> str:
