@@ -32,6 +32,10 @@ async def _record_nothing(record: AuditRecord, deadline: float) -> None:
 
 async def serve(config: Path) -> None:
     gateway = Gateway(load_settings(config))
+    if getattr(gateway.handler, "_audit", None) != gateway.writer.write:
+        # A renamed attribute would leave the record in and make the bound meaningless.
+        raise SystemExit("unaudited_gateway: CalloutHandler no longer keeps its audit sink "
+                         "in `_audit`; update this instrument")
     gateway.handler._audit = _record_nothing  # the one change (no public switch exists)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
