@@ -9,6 +9,7 @@ connect, in the client, as a worker would).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import multiprocessing
 import time
@@ -19,7 +20,8 @@ from typing import Any
 
 import nats
 
-__all__ = ["Credential", "StormResult", "percentile", "sequential", "storm", "wait_ready"]
+__all__ = ["Credential", "StormResult", "add_load_arguments", "percentile", "sequential", "storm",
+           "wait_ready"]
 
 
 @dataclass(frozen=True)
@@ -159,3 +161,14 @@ def storm(url: str, credential: Credential, total: int, in_flight: int,
         merged.latencies.extend(part.latencies)
         merged.failures.update(part.failures)
     return merged
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load every connect benchmark applies, with the same defaults everywhere, so
+    figures from different scripts stay comparable."""
+    parser.add_argument("--connects", type=int, default=1000,
+                        help="connects one at a time (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--storm", type=int, default=5000, help="connects in a storm")
+    parser.add_argument("--in-flight", type=int, default=200)
+    parser.add_argument("--client-processes", type=int, default=2)

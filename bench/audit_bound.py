@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _common import BENCH_DIR, machine, write_section  # bench/ is on sys.path as a script
 from _floor import CommitFloor, durable_commit_floor
-from _load import wait_ready
+from _load import add_load_arguments, wait_ready
 from _paired import one_at_a_time_p50, storm_rate
 from _systems import System, gateway_system, noop_system
 
@@ -42,25 +42,16 @@ class Measured:
     cpu_ms: float  # the responder's CPU per storm connect
 
 
-@dataclass
-class Settings:
-    connects: int
-    warmup: int
-    storm: int
-    in_flight: int
-    processes: int
-
-
-def measure(system: System, settings: Settings) -> Measured:
-    p50 = one_at_a_time_p50(system, settings.connects, settings.warmup)
-    rate, cpu_ms = storm_rate(system, settings.storm, settings.in_flight, settings.processes)
+def measure(system: System, args: argparse.Namespace) -> Measured:
+    p50 = one_at_a_time_p50(system, args.connects, args.warmup)
+    rate, cpu_ms = storm_rate(system, args.storm, args.in_flight, args.client_processes)
     return Measured(p50, rate, cpu_ms)
 
 
-def rounds_of(systems: list[System], rounds: int, settings: Settings) -> list[list[Measured]]:
+def rounds_of(systems: list[System], args: argparse.Namespace) -> list[list[Measured]]:
     results = []
-    for index in range(rounds):
-        row = [measure(system, settings) for system in systems]
+    for index in range(args.rounds):
+        row = [measure(system, args) for system in systems]
         noop = row[0]
         print(f"round {index + 1}: " + ", ".join(
             f"{name} p50 {m.p50_ms:.2f} ms ({m.p50_ms / noop.p50_ms:.2f}x) "
@@ -144,15 +135,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connects", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--storm", type=int, default=5000)
-    parser.add_argument("--in-flight", type=int, default=200)
-    parser.add_argument("--client-processes", type=int, default=2)
+    add_load_arguments(parser)
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
-    settings = Settings(args.connects, args.warmup, args.storm, args.in_flight,
-                        args.client_processes)
     unaudited = (sys.executable, str(BENCH_DIR / "unaudited_gateway.py"))
     with DevIssuer() as issuer, MotoSts(roles=("airflow-bench",)) as sts, ExitStack() as stack:
         def scratch() -> Path:
@@ -168,7 +153,7 @@ def main() -> None:
         ]
         for system in systems:
             wait_ready(system.url, system.credential)
-        rounds = rounds_of(systems, args.rounds, settings)
+        rounds = rounds_of(systems, args)
     floor = durable_commit_floor()
     command = shlex.join([".venv/bin/python", "bench/audit_bound.py", *sys.argv[1:]])
     section = report(rounds, floor, command)

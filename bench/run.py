@@ -26,7 +26,7 @@ from pathlib import Path
 
 from _common import machine, write_section  # bench/ is on sys.path as a script
 from _floor import CommitFloor, durable_commit_floor
-from _load import percentile, sequential, wait_ready
+from _load import add_load_arguments, percentile, sequential, wait_ready
 from _memory import MemoryResult, memory_under_load
 from _paired import PairedRound, median_ratios, paired_rounds
 from _reconnect import ReconnectResult, reconnect_storm
@@ -246,11 +246,7 @@ def memory_table(m: MemoryResult) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connects", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--storm", type=int, default=5000)
-    parser.add_argument("--in-flight", type=int, default=200)
-    parser.add_argument("--client-processes", type=int, default=2)
+    add_load_arguments(parser)
     parser.add_argument("--workers", type=int, default=1,
                         help="gateway --workers for the connect scenarios")
     parser.add_argument("--paired-rounds", type=int, default=3,
