@@ -3,7 +3,10 @@
 Every failure in verifying, deciding or auditing is one of these. Each leaf has a
 stable machine ``code``: it is what the audit record stores and what operators
 filter on. The ``description`` is a short, non-secret, one-line reason (lowercase,
-user input in backticks) that may travel to nats-server and into the audit log.
+user input in backticks) that may travel to nats-server and into the audit log: the
+quoted input is often a client's (an unsigned token's ``iss``, an envelope key), so the
+description is made safe here, once, for every error (:func:`gateway.untrusted.safe_text`:
+bounded, escaped, one line).
 Third-party exceptions are translated at the edge with ``raise ... from exc`` so
 that nothing from a token, seed or signature leaks through ``str(exc)``.
 
@@ -19,6 +22,8 @@ that nothing from a token, seed or signature leaks through ``str(exc)``.
 
 from __future__ import annotations
 
+from gateway.untrusted import safe_text
+
 __all__ = [
     "AuditUnavailable",
     "ConfigError",
@@ -30,6 +35,9 @@ __all__ = [
     "RequestError",
 ]
 
+# Room for a quoted value and its context; the record's reason column keeps 200.
+MAX_DESCRIPTION = 300
+
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
@@ -37,6 +45,7 @@ class GatewayError(Exception):
     code: str = "internal_error"
 
     def __init__(self, description: str, *, code: str | None = None) -> None:
+        description = safe_text(description, MAX_DESCRIPTION)
         super().__init__(description)
         self.description = description
         if code is not None:

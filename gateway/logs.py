@@ -3,7 +3,10 @@
 JSON lines carry the time, level, logger and message, plus the structured fields a
 record was logged with (``extra={"decision": {...}}``: one line per decision with its
 id and reason code). Components never log tokens, seeds or signatures; this formatter
-adds nothing but what they pass.
+adds nothing but what they pass. A text line is one line whatever its arguments hold: a
+newline or control character that reached a message (a client's text is made safe where
+it enters, gateway/untrusted.py; this is the last guard) is escaped, so no client can
+write a line of its own into the log. JSON lines are escaped by the encoder.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+
+from gateway.untrusted import safe_line
 
 __all__ = ["configure_logging"]
 
@@ -32,12 +37,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """``time level logger message``; the message is kept to one line (tracebacks, which
+    are ours, follow on their own lines as usual)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = safe_line(record.message)
+        return super().formatMessage(record)
+
+
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

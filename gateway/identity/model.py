@@ -7,7 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Identity", "fingerprint"]
+from gateway.untrusted import safe_text
+
+__all__ = ["MAX_PRINCIPAL", "Identity", "fingerprint"]
+
+MAX_PRINCIPAL = 512
 
 
 def fingerprint(proof: str) -> str:
@@ -21,8 +25,10 @@ def fingerprint(proof: str) -> str:
 class Identity:
     """Who the worker proved to be.
 
-    ``principal`` is the audit name (``issuer#subject`` for OIDC); ``claims`` are what
-    policies may match on; ``expires`` bounds every grant made for this identity.
+    ``principal`` is the audit name (``issuer#subject`` for OIDC), bounded and escaped
+    (the IdP signs ``sub``, but its text can come from a user: a repository or job name);
+    ``claims`` are what policies may match on, raw; ``expires`` bounds every grant made
+    for this identity.
     """
 
     method: str
@@ -35,4 +41,4 @@ class Identity:
 
     @property
     def principal(self) -> str:
-        return f"{self.issuer}#{self.subject}"
+        return safe_text(f"{self.issuer}#{self.subject}", MAX_PRINCIPAL)

@@ -29,6 +29,7 @@ from gateway.natsjwt.codec import (
     verify,
 )
 from gateway.natsjwt.nkeys import Prefix, SigningKeyPair, is_valid_public
+from gateway.untrusted import safe_text
 
 __all__ = [
     "REQUEST_AUDIENCE",
@@ -50,6 +51,15 @@ REQUEST_TYPE = "authorization_request"
 RESPONSE_TYPE = "authorization_response"
 MAX_REQUEST_JWT = 256 * 1024
 _NO_LIMIT = -1
+# Bounds on the text a client chooses (CONNECT fields) and on the server's descriptive
+# fields: each fits its audit column on SQLite and PostgreSQL (audit/schema.py).
+MAX_CLIENT_NAME = 256
+MAX_CLIENT_LANG = 32
+MAX_CLIENT_VERSION = 32
+MAX_CLIENT_USER = 128
+MAX_HOST = 64
+MAX_SERVER_TEXT = 256
+MAX_KIND = 32
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,11 @@ def _str(obj: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise RequestError(f"request field `{key}` is not a string")
     return value
+
+
+def _text(obj: Mapping[str, Any], key: str, limit: int) -> str:
+    """A descriptive string field, made safe at this edge: it reaches records and logs."""
+    return safe_text(_str(obj, key), limit)
 
 
 def _int(obj: Mapping[str, Any], key: str) -> int:
@@ -167,28 +182,29 @@ def verify_authorization_request(
     return AuthorizationRequest(
         server=ServerId(
             id=verified.issuer,
-            name=_str(server, "name"),
-            host=_str(server, "host"),
-            version=_str(server, "version"),
-            cluster=_str(server, "cluster"),
-            xkey=_str(server, "xkey"),
+            name=_text(server, "name", MAX_SERVER_TEXT),
+            host=_text(server, "host", MAX_HOST),
+            version=_text(server, "version", MAX_KIND),
+            cluster=_text(server, "cluster", MAX_SERVER_TEXT),
+            xkey=_str(server, "xkey"),  # compared exactly, never stored
         ),
         user_nkey=user_nkey,
         client=ClientInfo(
-            host=_str(client, "host"),
+            host=_text(client, "host", MAX_HOST),
             id=_int(client, "id"),
-            user=_str(client, "user"),
-            name=_str(client, "name"),
-            kind=_str(client, "kind"),
-            type=_str(client, "type"),
+            user=_text(client, "user", MAX_CLIENT_USER),
+            name=_text(client, "name", MAX_CLIENT_NAME),
+            kind=_text(client, "kind", MAX_KIND),
+            type=_text(client, "type", MAX_KIND),
         ),
+        # The credential fields stay raw: they are parsed or fingerprinted, never stored.
         connect=ConnectOptions(
             auth_token=_str(connect, "auth_token"),
-            user=_str(connect, "user"),
+            user=_text(connect, "user", MAX_CLIENT_USER),
             password=_str(connect, "pass"),
-            name=_str(connect, "name"),
-            lang=_str(connect, "lang"),
-            version=_str(connect, "version"),
+            name=_text(connect, "name", MAX_CLIENT_NAME),
+            lang=_text(connect, "lang", MAX_CLIENT_LANG),
+            version=_text(connect, "version", MAX_CLIENT_VERSION),
             protocol=_int(connect, "protocol"),
         ),
         expires=expires,
