@@ -175,46 +175,88 @@ class AuditWriter:
                 log.exception("audit on_commit hook failed")
 
     def _refuse_late(self, batch: list[_Item]) -> tuple[list[_Item], list[_Item]]:
-        """(live, late): late records could not finish their commit before their deadline."""
+        """(live, late): late grants could not finish their commit before their deadline
+        and are refused (the caller denies instead). A late deny is kept, marked late: it
+        gives nothing away, and dropping it would leave a decision out of the log."""
         now = self._clock()
         live: list[_Item] = []
         late: list[_Item] = []
         for item in batch:
-            deadline = item[1]
-            (late if deadline is not None and deadline - now < self._commit_budget
-             else live).append(item)
+            record, deadline, future, loop = item
+            if deadline is None or deadline - now >= self._commit_budget:
+                live.append(item)
+            elif record.decision == "grant":
+                late.append(item)
+            else:
+                live.append((_marked_late(record), deadline, future, loop))
         if late:
             self.failures += len(late)
-            log.error("audit: %d record(s) refused, too late to commit before their "
-                      "deadline (the store is slow or down)", len(late))
+            log.error("audit: %d grant record(s) refused, too late to commit before their "
+                      "deadline (the store is slow or down); answered as denials",
+                      len(late))
         return live, late
 
-    def _commit_live(self, live: list[_Item]) -> AuditUnavailable | None:
+    def _commit_live(self, records: Sequence[AuditRecord]) -> AuditUnavailable | None:
         error: AuditUnavailable | None = None
         try:
-            self._commit([record for record, _, _, _ in live])
+            self._commit(records)
         except AuditUnavailable as exc:
             error = exc
-        except Exception as exc:  # the writer must survive anything a driver raises
+        except Exception as exc:  # the writer must survive anything a record or driver raises
             log.exception("unexpected audit store error")
             error = AuditUnavailable(f"audit store error: {type(exc).__name__}",
                                      code="audit_unavailable")
+            error.__cause__ = exc
         self._last_ok = error is None
         if error is not None:
             self._head = None  # re-read before the next batch: the commit may have landed
-            self.failures += len(live)
-            log.error("audit write of %d record(s) failed: %s", len(live), error.description)
         return error
+
+    def _write(self, items: list[_Item]) -> None:
+        live, late = self._refuse_late(items)
+        if late:
+            _report(late, AuditUnavailable("audit store could not commit in time",
+                                           code="audit_timeout"))
+        if not live:
+            return
+        error = self._commit_live([record for record, _, _, _ in live])
+        if error is None:
+            _report(live, None)
+        elif len(live) > 1 and not _store_down(error):
+            # One record the store refuses must not fail the others' decisions.
+            log.error("audit batch of %d record(s) failed (%s); retrying one by one",
+                      len(live), error.description)
+            self._write_one_by_one(live)
+        else:
+            self._failed(live, error)
+
+    def _write_one_by_one(self, items: list[_Item]) -> None:
+        for index, item in enumerate(items):
+            record = item[0]
+            error = self._commit_live([record])
+            if error is not None and not _store_down(error) and record.decision != "grant":
+                # A deny is kept in the log at least by its safe fields; a grant that
+                # cannot be stored is refused, and its caller records the deny instead.
+                log.error("audit record %s refused by the store (%s); storing its safe "
+                          "fields", record.decision_id, error.description)
+                error = self._commit_live([_reduced(record, error)])
+            if error is not None and _store_down(error):
+                self._failed(items[index:], error)
+                return
+            if error is None:
+                _report([item], None)
+            else:
+                self._failed([item], error)
+
+    def _failed(self, items: list[_Item], error: AuditUnavailable) -> None:
+        self.failures += len(items)
+        log.error("audit write of %d record(s) failed: %s", len(items), error.description)
+        _report(items, error)
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
             for start in range(0, len(batch), self._max_batch):
-                live, late = self._refuse_late(batch[start:start + self._max_batch])
-                if late:
-                    _report(late, AuditUnavailable("audit store could not commit in time",
-                                                   code="audit_timeout"))
-                if live:
-                    _report(live, self._commit_live(live))
+                self._write(batch[start:start + self._max_batch])
         self._final_checkpoint()
         self._appender.close()
 
@@ -239,6 +281,36 @@ class AuditWriter:
                 self._hand_off(loop)
             self._queue.put(None)
             self._thread.join(timeout)
+
+
+LATE_MARK = "recorded late, after its deadline: "
+
+
+def _marked_late(record: AuditRecord) -> AuditRecord:
+    return replace(record, reason=LATE_MARK + record.reason)
+
+
+def _store_down(error: AuditUnavailable) -> bool:
+    """Whether the store itself failed (connection, lock, timeout: DB-API's
+    OperationalError and InterfaceError), rather than refusing these records' data."""
+    cause = error.__cause__
+    if cause is None:  # nothing says the data was at fault: treat it as the store
+        return True
+    return any(kind.__name__ in ("OperationalError", "InterfaceError")
+               for kind in type(cause).__mro__)
+
+
+def _reduced(record: AuditRecord, error: AuditUnavailable) -> AuditRecord:
+    """A deny the store refused, reduced to fields that are ours and cannot fail: ids,
+    time, the reason code and the fingerprints."""
+    return AuditRecord(
+        decision_id=record.decision_id, decided_at=record.decided_at, decision="deny",
+        reason_code=record.reason_code,
+        reason=f"record reduced to its safe fields: the store refused it "
+               f"({type(error.__cause__).__name__})",
+        gateway_instance=record.gateway_instance, latency_ms=record.latency_ms,
+        identity_fingerprint=record.identity_fingerprint, user_nkey=record.user_nkey,
+        server_id=record.server_id)
 
 
 def _chained(record: AuditRecord, row: Mapping[str, Any]) -> AuditRecord:
