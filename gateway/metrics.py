@@ -41,6 +41,14 @@ class Metrics:
             "nats_gateway_shed_requests",
             "Auth requests dropped unanswered: they queued too long to be decided and "
             "recorded before nats-server's auth timeout (overload)", registry=r)
+        self.unrecorded = Counter(
+            "nats_gateway_unrecorded_decisions",
+            "Denials answered whose record could not be committed at all (the store is "
+            "down); grants are never answered without their record", registry=r)
+        self.reply_failures = Counter(
+            "nats_gateway_reply_failures",
+            "Answers that could not be sent to nats-server after their decision was "
+            "recorded (each grant among them gets a reply_failed record)", registry=r)
         self.sts_calls = Counter(
             "nats_gateway_sts_calls", "STS GetCallerIdentity calls, by result", ["result"],
             registry=r)

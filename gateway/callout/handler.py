@@ -24,7 +24,6 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.writer import COMMIT_BUDGET_SECONDS
 from gateway.envelope import CredentialEnvelope, parse_envelope
 from gateway.errors import (
-    AuditUnavailable,
     GatewayError,
     IdentityUnavailable,
     PolicyDenied,
@@ -54,8 +53,9 @@ SERVER_XKEY_HEADER = "Nats-Server-Xkey"
 MAX_REASON = 200
 
 IdentityVerifier = Callable[[CredentialEnvelope], Awaitable[Identity]]
-# (record, deadline): the sink must commit before the deadline (epoch seconds) or refuse.
-AuditSink = Callable[[AuditRecord, float], Awaitable[None]]
+# (record, deadline): the sink must commit before the deadline (epoch seconds) or refuse;
+# None: no deadline (a follow-up that must be written whenever it can).
+AuditSink = Callable[[AuditRecord, float | None], Awaitable[None]]
 
 
 @dataclass(frozen=True, repr=False)
@@ -118,6 +118,30 @@ class CalloutHandler:
                      queued_seconds: float = 0.0) -> bytes | None:
         """The response bytes to send, or None when the request cannot be answered.
         ``queued_seconds``: how long it waited before this call, spent from its deadline."""
+        answer = await self._answer(data, headers, queued_seconds)
+        return answer.payload if answer is not None else None
+
+    async def answer(self, data: bytes, headers: Mapping[str, str] | None,
+                     send: Callable[[bytes], Awaitable[None]], *,
+                     queued_seconds: float = 0.0) -> None:
+        """Decide, then ``send`` the response. If sending fails after a grant was
+        recorded, a follow-up record says so (``reply_failed``): nats-server refuses the
+        connection at its timeout, and the log must not claim access that was not given."""
+        answer = await self._answer(data, headers, queued_seconds)
+        if answer is None:
+            return
+        try:
+            await send(answer.payload)
+        except Exception as exc:
+            if self._metrics is not None:
+                self._metrics.reply_failures.inc()
+            log.error("answer to %s could not be sent: %s", answer.ctx.decision_id,
+                      type(exc).__name__)
+            if answer.granted:
+                await self._record_reply_failure(answer.ctx, exc)
+
+    async def _answer(self, data: bytes, headers: Mapping[str, str] | None,
+                      queued_seconds: float) -> _Answer | None:
         ctx = _Context(decision_id=uuid.uuid4().hex, started=time.perf_counter(),
                        received_at=self._clock() - queued_seconds)
         try:
@@ -137,15 +161,17 @@ class CalloutHandler:
             await self._audit_deny(ctx, RequestError(f"internal error: {type(exc).__name__}",
                                                      code="internal_error"))
             return None
+        granted = False
         try:
             response = await self._decide_and_grant(ctx, ctx.request)
+            granted = True
         except GatewayError as exc:
             response = await self._deny(ctx, ctx.request, exc)
         except Exception as exc:
             log.exception("unexpected error deciding %s", ctx.decision_id)
             error = GatewayError(f"internal error: {type(exc).__name__}", code="internal_error")
             response = await self._deny(ctx, ctx.request, error)
-        return self._seal(response, ctx)
+        return _Answer(self._seal(response, ctx), ctx, granted)
 
     def _open_and_verify(
         self, data: bytes, headers: Mapping[str, str], ctx: _Context
@@ -278,16 +304,48 @@ class CalloutHandler:
             error=_reason(error), signer=self._issuer, now=int(self._clock()))
 
     async def _audit_deny(self, ctx: _Context, error: GatewayError) -> None:
-        if log.isEnabledFor(logging.INFO):
-            log.info("deny %s %s", ctx.decision_id, _reason(error),
-                     extra={"decision": self._log_fields(ctx, error)})
-        self._count("deny", ctx.envelope.method if ctx.envelope else "", error.code, ctx)
+        """Log, count and record a deny. Never raises: whatever fails here, the request
+        is still answered with its signed error (a deny gives nothing away)."""
         try:
-            await self._audit(self._record(ctx, "deny", error.code, error.description),
-                              self._deadline(ctx))
-        except AuditUnavailable as exc:
-            # Still a deny: nothing is granted. Operators see the failure in the log.
-            log.error("deny %s could not be audited: %s", ctx.decision_id, exc.description)
+            if log.isEnabledFor(logging.INFO):
+                log.info("deny %s %s", ctx.decision_id, _reason(error),
+                         extra={"decision": self._log_fields(ctx, error)})
+            self._count("deny", ctx.envelope.method if ctx.envelope else "", error.code, ctx)
+            record = self._record(ctx, "deny", error.code, error.description)
+        except Exception:
+            log.exception("deny %s: building its record failed", ctx.decision_id)
+            record = self._minimal_record(ctx, "deny", error.code)
+        await self._write_deny(ctx, record)
+
+    async def _write_deny(self, ctx: _Context, record: AuditRecord) -> None:
+        try:
+            await self._audit(record, self._deadline(ctx))
+        except Exception as exc:
+            # Still a deny: nothing is granted. The writer keeps a deny that misses its
+            # deadline (written late); this is a store that could not commit at all.
+            if self._metrics is not None:
+                self._metrics.unrecorded.inc()
+            description = exc.description if isinstance(exc, GatewayError) else type(
+                exc).__name__
+            log.error("deny %s could not be audited: %s", ctx.decision_id, description)
+
+    async def _record_reply_failure(self, ctx: _Context, exc: Exception) -> None:
+        """The follow-up to a recorded grant whose answer never left: a deny-side record
+        naming the grant, so a reader of the log sees the access was not given."""
+        follow_up = _Context(decision_id=uuid.uuid4().hex, started=time.perf_counter(),
+                             received_at=self._clock(), request=ctx.request,
+                             envelope=ctx.envelope, identity=ctx.identity,
+                             server_xkey=ctx.server_xkey, policy_set=ctx.policy_set)
+        reason = (f"grant {ctx.decision_id} was recorded but its answer could not be sent "
+                  f"({type(exc).__name__}); nats-server refused the connection")
+        try:
+            record = self._record(follow_up, "deny", "reply_failed", reason)
+            await self._audit(record, None)  # no deadline: it must be written
+        except Exception:
+            if self._metrics is not None:
+                self._metrics.unrecorded.inc()
+            log.exception("reply_failed record for grant %s could not be written",
+                          ctx.decision_id)
 
     def _deadline(self, ctx: _Context) -> float:
         local = ctx.received_at + self._settings.auth_timeout_seconds
@@ -330,6 +388,19 @@ class CalloutHandler:
             policy_set_hash=self._policy_hash(ctx),
         )
 
+    def _minimal_record(self, ctx: _Context, decision: str, code: str) -> AuditRecord:
+        """A record of only the fields that cannot fail: ids, time, the reason code and
+        the fingerprints."""
+        request = ctx.request
+        return AuditRecord(
+            decision_id=ctx.decision_id, decided_at=self._clock(), decision=decision,
+            reason_code=code, reason="record reduced to its safe fields",
+            gateway_instance=self._settings.instance,
+            latency_ms=(time.perf_counter() - ctx.started) * 1000,
+            identity_fingerprint=_credential_fingerprint(request),
+            user_nkey=request.user_nkey if request else "",
+            server_id=request.server.id if request else "")
+
     def _policy_hash(self, ctx: _Context) -> str:
         if ctx.policy_set is not None:
             return ctx.policy_set.content_hash
@@ -337,6 +408,13 @@ class CalloutHandler:
             return self._policies().content_hash
         except Exception:  # the hash is informational; never let it block a record
             return ""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    payload: bytes
+    ctx: _Context
+    granted: bool
 
 
 class _Expired(Exception):

@@ -20,6 +20,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from gateway.callout.handler import CalloutHandler
 from gateway.metrics import Metrics
@@ -62,6 +63,12 @@ class _Backlog:
         self._items.append(item)
         return self._items.popleft() if len(self._items) > self._limit else None
 
+    def clear(self) -> int:
+        """Forget every waiting request (they were not decided); how many there were."""
+        count = len(self._items)
+        self._items.clear()
+        return count
+
     async def get(self) -> _Request:
         if self._items:
             return self._items.pop()
@@ -89,7 +96,10 @@ class CalloutService:
         self._workers: list[asyncio.Task[None]] = []
         self._pool_size = max_in_flight
         self._busy = 0
+        self._idle = asyncio.Event()  # set whenever no request is being decided
+        self._idle.set()
         self._nc: Client | None = None
+        self._sub: Subscription | None = None
         self._subscribed = False
         self.handled = 0
         self.shed = 0
@@ -116,7 +126,8 @@ class CalloutService:
             reconnected_cb=self._on_reconnect,
         )
         self._workers = [asyncio.create_task(self._work()) for _ in range(self._pool_size)]
-        await self._nc.subscribe(AUTH_SUBJECT, queue=self._queue, cb=self._on_message)
+        self._sub = await self._nc.subscribe(AUTH_SUBJECT, queue=self._queue,
+                                             cb=self._on_message)
         await self._nc.flush()
         self._subscribed = True
         log.info("subscribed to %s in queue group %s", AUTH_SUBJECT, self._queue)
@@ -143,10 +154,13 @@ class CalloutService:
         while True:
             msg, arrived = await self._backlog.get()
             self._busy += 1
+            self._idle.clear()
             try:
                 await self._serve(msg, arrived)
             finally:
                 self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
 
     async def _serve(self, msg: Msg, arrived: float) -> None:
         waited = time.monotonic() - arrived
@@ -156,9 +170,8 @@ class CalloutService:
         if self._metrics is not None:
             self._metrics.in_flight.inc()
         try:
-            reply = await self._handler.handle(msg.data, msg.headers, queued_seconds=waited)
-            if reply is not None and msg.reply:
-                await msg.respond(reply)
+            await self._handler.answer(msg.data, msg.headers, msg.respond,
+                                       queued_seconds=waited)
             self.handled += 1
         except Exception:  # one request must never take the service down
             log.exception("failed to answer an auth request")
@@ -189,22 +202,50 @@ class CalloutService:
             await self._nc.publish(subject, payload)
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Stop taking requests, let in-flight ones finish, then close."""
+        """Stop taking requests, answer every request already being decided, then close.
+
+        The order matters: closing first (nats-py's drain closes as soon as the
+        subscription is drained, and ours hands messages to the backlog at once) would
+        commit "grant" records for answers that can no longer leave. Requests still
+        waiting in the backlog were not decided: they are dropped unanswered and
+        unrecorded, as shedding does; nats-server denies them at its timeout and the
+        clients retry, on another replica or on this one once it is back."""
         if self._nc is None:
             return
         self._stopping = True
         self._subscribed = False
+        await self._unsubscribe()
+        dropped = self._backlog.clear()
+        if dropped:
+            log.warning("stopping: %d auth request(s) not yet decided dropped unanswered",
+                        dropped)
         try:
-            await self._nc.drain()
-        except Exception:  # already closed or disconnected
-            log.debug("drain failed", exc_info=True)
-        deadline = time.monotonic() + timeout
-        while (self._busy or len(self._backlog)) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.error("stopping with %d decision(s) still in flight after %.1fs",
+                      self._busy, timeout)
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+        await self._close()
+
+    async def _unsubscribe(self) -> None:
+        if self._sub is None:
+            return
+        try:
+            await self._sub.unsubscribe()
+        except Exception:  # already closed or disconnected: nothing more arrives either way
+            log.debug("unsubscribe failed", exc_info=True)
+        self._sub = None
+
+    async def _close(self) -> None:
+        assert self._nc is not None
+        try:
+            if self._nc.is_connected:
+                await self._nc.flush(timeout=1)  # the last answers, before the socket goes
+        except Exception:
+            log.debug("flush before close failed", exc_info=True)
         if not self._nc.is_closed:
             await self._nc.close()
         self._nc = None

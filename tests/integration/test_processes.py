@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nats.aio.client import Client
 
 from gateway.audit.store import AuditStore, DecisionQuery
 from gateway.client import oidc_envelope
@@ -182,7 +183,7 @@ async def test_a_replica_killed_mid_storm_loses_nothing_it_granted(plain_stack: 
         await asyncio.sleep(0.05)
         replicas["kill"].kill()
         await asyncio.gather(*storm)
-        after = [asyncio.create_task(one()) for _ in range(20)]
+        after = [asyncio.create_task(one()) for _ in range(200)]
         before_after = connected
         await asyncio.gather(*after)
         assert connected - before_after == 20, "the surviving replica must serve everyone"
@@ -288,3 +289,47 @@ def test_serve_refuses_a_bad_config_clearly(tmp_path: Path) -> None:
                             text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert "`nats.bogus`" in result.stderr and "`keys`" in result.stderr
+
+
+async def _connected(stack: Stack, name: str) -> bool:
+    nc = Client()
+    try:
+        await nc.connect(stack.nats_url, name=name, allow_reconnect=False,
+                         max_reconnect_attempts=0, connect_timeout=5,
+                         token=oidc_envelope(stack.token(), dag_id="etl", task_id="load"))
+        # nats-py returns from connect() without an error when the server closes the
+        # socket instead of answering: only a round trip proves the connection is up.
+        await nc.flush(timeout=2)
+    except Exception:
+        return False
+    finally:
+        await nc.close()
+    return True
+
+
+async def test_sigterm_answers_what_it_decided_before_closing(plain_stack: Stack) -> None:
+    """Connects in flight at SIGTERM: every client that connected has its grant record,
+    and every grant recorded is a client that connected (or is followed by its
+    reply_failed record), never a grant for a refused connection."""
+    proc = _start_replica(plain_stack, "term")
+    names = [f"worker-{i}" for i in range(200)]
+    try:
+        attempts = [asyncio.create_task(_connected(plain_stack, name)) for name in names]
+        # Signal once the first is through, so the others are queued or being decided.
+        await asyncio.wait(attempts, return_when=asyncio.FIRST_COMPLETED)
+        proc.send_signal(signal.SIGTERM)
+        outcomes = await asyncio.gather(*attempts)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        _stop(proc)
+    store = AuditStore(f"sqlite:///{plain_stack.tmp / 'term.db'}")
+    try:
+        records = store.query(DecisionQuery(limit=1000))
+    finally:
+        store.close()
+    connected = {name for name, ok in zip(names, outcomes, strict=True) if ok}
+    failed = {r.client_name for r in records if r.reason_code == "reply_failed"}
+    granted = {r.client_name for r in records if r.decision == "grant"} - failed
+    assert connected, "no client connected before the signal"
+    assert granted == connected, (f"connected without a grant record: {connected - granted}, "
+                                  f"grant recorded but not connected: {granted - connected}")
