@@ -75,6 +75,12 @@ EXPERIMENTS = [
                "if self._xkey is not None and request.server.xkey != ctx.server_xkey:",
                "if False:",
                ["tests/integration/test_fuzz.py", "-k", "xkey_header"]),
+    Experiment("duplicate YAML keys refused in policy files (a second `match:` widens)",
+               "gateway/policy/load.py",
+               "    duplicates = _duplicate_keys(node, name)\n",
+               "    duplicates: list[str] = []\n",
+               ["tests/unit/test_policy.py", "tests/unit/test_policy_reload.py",
+                "tests/unit/test_policy_cli.py", "-k", "duplicate"]),
 ]
 
 

@@ -3,6 +3,9 @@
 A set is all-or-nothing: one broken file fails the whole load with every problem listed
 (as OPA's loader does), so the caller keeps its last good set. The set's ``content_hash``
 (SHA-256 over file names and bytes) is recorded in every audit record.
+
+Duplicate mapping keys are refused at any depth: YAML loaders keep the last value, so a
+second `match:` would silently widen a policy and a second `deny:` erase the first.
 """
 
 from __future__ import annotations
@@ -60,6 +63,46 @@ def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:
     return line
 
 
+def _shown(key: str) -> str:
+    """A key as one short, printable line for a message."""
+    escaped = key.encode("unicode_escape").decode("ascii")
+    return escaped if len(escaped) <= 60 else escaped[:57] + "..."
+
+
+def _duplicate_keys(root: yaml.Node | None, name: str) -> list[str]:
+    """One problem per repeated key in any mapping of the composed tree. Keys compare by
+    resolved tag and text, so `match` and `"match"` are the same key. Iterative, and each
+    node once, because aliases can share (or loop back to) nodes."""
+    found: list[tuple[int, str]] = []
+    pending, seen = [root], set()
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            found += _repeated_in(node)
+            pending += [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += node.value
+    return [f"{name}:{line}: {message}" for line, message in sorted(found)]
+
+
+def _repeated_in(mapping: yaml.MappingNode) -> list[tuple[int, str]]:
+    first: dict[tuple[str, str], int] = {}
+    repeated: list[tuple[int, str]] = []
+    for key, _ in mapping.value:
+        if not isinstance(key, yaml.ScalarNode):
+            continue  # a complex key is refused by the constructor as unhashable
+        line = key.start_mark.line + 1
+        if (key.tag, key.value) in first:
+            repeated.append((line, f"duplicate key `{_shown(key.value)}` (first at line "
+                                   f"{first[key.tag, key.value]})"))
+        else:
+            first[key.tag, key.value] = line
+    return repeated
+
+
 def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -82,13 +125,16 @@ def _parse_policy_text(text: str, name: str) -> tuple[list[Policy], list[int], l
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         return [], [], [f"{name}:{line}: not valid yaml: {getattr(exc, 'problem', exc)}"]
+    duplicates = _duplicate_keys(node, name)
     try:
         parsed = PolicyFile.model_validate(data)
     except ValidationError as exc:
-        return [], [], [
+        return [], [], duplicates + [
             f"{name}:{_line_of(node, err['loc'])}: `{_field_path(err['loc'])}`: {err['msg']}"
             for err in exc.errors()
         ]
+    if duplicates:
+        return [], [], duplicates
     return list(parsed.policies), _policy_lines(node, len(parsed.policies)), []
 
 
@@ -114,7 +160,11 @@ def load_policy_dir(directory: Path) -> PolicySet:
     """Load every ``*.yaml``/``*.yml`` file; raise PolicyLoadError listing every problem."""
     if not directory.is_dir():
         raise PolicyLoadError([f"{directory}: policy directory does not exist"])
-    paths = sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
+    try:
+        paths = sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
+    except OSError as exc:  # unreadable: a problem to report, never a crash
+        raise PolicyLoadError([f"{directory}: cannot list policy directory: "
+                               f"{exc.strerror or exc}"]) from exc
     digest = hashlib.sha256()
     policies: list[Policy] = []
     problems: list[str] = []

@@ -107,3 +107,14 @@ def test_explain_reads_claims_and_refuses_bad_input(
     assert main([*base[:-2], "--iam-arn", "arn:aws:iam::111111111111:user/alice",
                  "--dag", "etl", "--task", "load"]) == 2
     assert "not an assumed role" in capsys.readouterr().err
+
+
+def test_check_strict_refuses_duplicate_keys(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "policies" / "airflow-dev.yaml").read_text().replace(
+        "    ttl_seconds: 900", "    match: {oidc: {issuer: dev}}\n    ttl_seconds: 900")
+    (tmp_path / "dup.yaml").write_text(text)
+    assert main(["policy", "check", "--strict", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    line = text.splitlines().index("    match: {oidc: {issuer: dev}}") + 1
+    assert f"{tmp_path / 'dup.yaml'}:{line}: duplicate key `match` (first at line 8)" in err
