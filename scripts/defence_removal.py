@@ -81,6 +81,11 @@ EXPERIMENTS = [
                "    duplicates: list[str] = []\n",
                ["tests/unit/test_policy.py", "tests/unit/test_policy_reload.py",
                 "tests/unit/test_policy_cli.py", "-k", "duplicate"]),
+    Experiment("a matching policy that only denies admits no one (`no_allow`)",
+               "gateway/policy/decide.py",
+               "    if not any(_allows_something(p) for p in matched):",
+               "    if False:",
+               ["tests/unit/test_policy_engine.py", "-k", "only_denies"]),
 ]
 
 

@@ -312,3 +312,41 @@ def test_lint_warns_about_shared_publish_rights_and_unknown_issuers(tmp_path: Pa
     assert warnings[0].startswith("p.yaml:3: policy `shared`: publish allow `events.{dag_id}.>`")
     assert "issuer `elsewhere` is not configured" in warnings[1]
     assert lint(_set(tmp_path, BOUND), issuer_names={"corp"}) == []
+
+
+DENY_ONLY = """\
+- id: deny-only
+  match: {oidc: {issuer: corp}}
+  scopes: [{dag: "*"}]
+  permissions:
+    publish: {deny: ["a.{dag_id}.{task_id}.admin"]}
+    subscribe: {deny: [">"]}
+    responses: {max: 1}
+"""
+ALLOWING = """\
+- id: allowing
+  match: {oidc: {issuer: corp}}
+  scopes: [{dag: "*"}]
+  permissions:
+    publish: {allow: ["a.{dag_id}.{task_id}.>"]}
+"""
+
+
+def test_a_matching_policy_that_only_denies_admits_no_one(tmp_path: Path) -> None:
+    policies = _set(tmp_path, DENY_ONLY)
+    with pytest.raises(PolicyDenied) as denied:
+        decide(policies, _oidc(), Scope("etl", "load"), STANDARD, now=0)
+    assert denied.value.code == "no_allow"
+    evaluation = evaluate(policies, _oidc(), Scope("etl", "load"), STANDARD, now=0)
+    assert evaluation.decision is None
+    assert "decision: DENY (no_allow: matching policies `deny-only` allow no publish or " \
+           "subscribe subject)" in format_explanation(_oidc(), evaluation, 0)
+
+
+def test_a_deny_only_policy_still_narrows_an_allowing_one(tmp_path: Path) -> None:
+    decision = decide(_set(tmp_path, DENY_ONLY + ALLOWING), _oidc(), Scope("etl", "load"),
+                      STANDARD, now=0)
+    assert decision.policy_ids == ("deny-only", "allowing")
+    perms = decision.permissions
+    assert (perms.pub_allow, perms.pub_deny) == (("a.etl.load.>",), ("a.etl.load.admin",))
+    assert (perms.sub_allow, perms.sub_deny) == ((), (">",))
