@@ -75,10 +75,14 @@ def _check(args: argparse.Namespace) -> int:
     names = None if issuers is None else {n for i in issuers for n in (i.name, i.issuer)}
     warnings = lint(policy_set, names)
     for warning in warnings:
-        print(f"warning: {_located(args.dir, warning)}", file=sys.stderr)
+        print(_located(args.dir, str(warning)), file=sys.stderr)
+    if warnings and args.strict:
+        print(f"{len(warnings)} warning(s) in {args.dir}, failing under --strict",
+              file=sys.stderr)
+        return 1
     print(f"ok: {len(policy_set.policies)} policies in {len(policy_set.files)} file(s), "
           f"{policy_set.content_hash}")
-    return 1 if warnings and args.strict else 0
+    return 0
 
 
 def _located(directory: Path, problem: str) -> str:

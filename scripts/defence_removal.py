@@ -86,6 +86,12 @@ EXPERIMENTS = [
                "    if not any(_allows_something(p) for p in matched):",
                "    if False:",
                ["tests/unit/test_policy_engine.py", "-k", "only_denies"]),
+    Experiment("policy check warns on allows too broad for a task (`>`, `$SYS.>`, `$JS.API.>`)",
+               "gateway/policy/lint.py",
+               "        warnings += _broad_allows(policy, subjects, source)\n",
+               "        warnings += []\n",
+               ["tests/unit/test_policy_engine.py", "tests/unit/test_policy_cli.py",
+                "-k", "too_broad or admin_grant"]),
 ]
 
 

@@ -22,9 +22,13 @@ from pydantic import ValidationError
 from gateway.errors import ConfigError
 from gateway.policy.model import Policy, PolicyFile
 
-__all__ = ["PolicyLoadError", "PolicySet", "load_policy_dir", "load_policy_text"]
+__all__ = ["PolicyLoadError", "PolicySet", "SubjectKey", "load_policy_dir", "load_policy_text"]
 
 MAX_POLICY_FILE_BYTES = 1024 * 1024
+SubjectKey = tuple[str, str, str, int]
+"""(policy id, ``publish``/``subscribe``, ``allow``/``deny``, index in that list)"""
+_DIRECTIONS = (("publish", "allow"), ("publish", "deny"), ("subscribe", "allow"),
+               ("subscribe", "deny"))
 
 
 class PolicyLoadError(ConfigError):
@@ -43,6 +47,9 @@ class PolicySet:
     files: tuple[str, ...] = field(default_factory=tuple)
     sources: Mapping[str, str] = field(default_factory=dict)
     """policy id -> ``file:line`` where it is defined, for explanations."""
+    subject_sources: Mapping[SubjectKey, str] = field(default_factory=dict)
+    """(policy id, direction, kind, index) -> ``file:line`` of that subject template, so
+    lint can point at the very line."""
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:
@@ -111,31 +118,56 @@ def _policy_lines(node: yaml.Node | None, count: int) -> list[int]:
     return [_line_of(node, ("policies", index)) for index in range(count)]
 
 
+def _subject_sources(node: yaml.Node | None, name: str,
+                     policies: Sequence[Policy]) -> dict[SubjectKey, str]:
+    out: dict[SubjectKey, str] = {}
+    for index, policy in enumerate(policies):
+        for direction, kind in _DIRECTIONS:
+            templates = getattr(getattr(policy.permissions, direction), kind)
+            for position in range(len(templates)):
+                loc = ("policies", index, "permissions", direction, kind, position)
+                out[policy.id, direction, kind, position] = f"{name}:{_line_of(node, loc)}"
+    return out
+
+
 def load_policy_text(text: str, name: str) -> tuple[list[Policy], list[str]]:
     """Parse one file; returns its policies and its problems (never raises)."""
-    policies, _, problems = _parse_policy_text(text, name)
-    return policies, problems
+    parsed = _parse_policy_text(text, name)
+    return parsed.policies, parsed.problems
 
 
-def _parse_policy_text(text: str, name: str) -> tuple[list[Policy], list[int], list[str]]:
+@dataclass
+class _Parsed:
+    """One file: its policies (none if it has problems), each one's line, and where each
+    subject template is."""
+
+    problems: list[str]
+    policies: list[Policy] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    subjects: dict[SubjectKey, str] = field(default_factory=dict)
+
+
+def _parse_policy_text(text: str, name: str) -> _Parsed:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        return [], [], [f"{name}:{line}: not valid yaml: {getattr(exc, 'problem', exc)}"]
+        return _Parsed([f"{name}:{line}: not valid yaml: {getattr(exc, 'problem', exc)}"])
     duplicates = _duplicate_keys(node, name)
     try:
         parsed = PolicyFile.model_validate(data)
     except ValidationError as exc:
-        return [], [], duplicates + [
+        return _Parsed(duplicates + [
             f"{name}:{_line_of(node, err['loc'])}: `{_field_path(err['loc'])}`: {err['msg']}"
             for err in exc.errors()
-        ]
+        ])
     if duplicates:
-        return [], [], duplicates
-    return list(parsed.policies), _policy_lines(node, len(parsed.policies)), []
+        return _Parsed(duplicates)
+    policies = list(parsed.policies)
+    return _Parsed([], policies, _policy_lines(node, len(policies)),
+                   _subject_sources(node, name, policies))
 
 
 def _read_policy_file(path: Path, problems: list[str]) -> str | None:
@@ -169,21 +201,23 @@ def load_policy_dir(directory: Path) -> PolicySet:
     policies: list[Policy] = []
     problems: list[str] = []
     sources: dict[str, str] = {}
+    subjects: dict[SubjectKey, str] = {}
     for path in paths:
         text = _read_policy_file(path, problems)
         if text is None:
             continue
         digest.update(path.name.encode() + b"\0" + text.encode() + b"\0")
-        found, lines, errors = _parse_policy_text(text, path.name)
-        problems.extend(errors)
-        for policy, line in zip(found, lines, strict=True):
+        parsed = _parse_policy_text(text, path.name)
+        problems.extend(parsed.problems)
+        for policy, line in zip(parsed.policies, parsed.lines, strict=True):
             if policy.id in sources:
                 problems.append(f"{path.name}:{line}: policy id `{policy.id}` already defined "
                                 f"at {sources[policy.id]}")
                 continue
             sources[policy.id] = f"{path.name}:{line}"
-        policies.extend(found)
+        policies.extend(parsed.policies)
+        subjects.update(parsed.subjects)
     if problems:
         raise PolicyLoadError(problems)
     return PolicySet(tuple(policies), "sha256:" + digest.hexdigest(),
-                     tuple(p.name for p in paths), sources)
+                     tuple(p.name for p in paths), sources, subjects)

@@ -14,7 +14,8 @@ from gateway.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [*sorted((ROOT / "policies" / "examples").glob("*.yaml")),
-            ROOT / "policies" / "airflow-dev.yaml"]
+            ROOT / "policies" / "airflow-dev.yaml",
+            *sorted((ROOT / "examples" / "policies").glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
@@ -46,8 +47,25 @@ def test_check_strict_fails_on_warnings(tmp_path: Path,
         "version: 1\npolicies:\n  - id: x\n    match: {oidc: {issuer: corp}}\n"
         "    scopes: [{dag: '*'}]\n    permissions: {publish: {allow: ['all.>']}}\n")
     assert main(["policy", "check", str(tmp_path)]) == 0
+    assert "ok: 1 policies" in capsys.readouterr().out
     assert main(["policy", "check", "--strict", str(tmp_path)]) == 1
-    assert f"warning: {tmp_path / 'p.yaml'}:3: policy `x`" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert f"{tmp_path / 'p.yaml'}:6: warning: policy `x`: publish allow `all.>`" in out.err
+    assert "[shared_publish]" in out.err and "failing under --strict" in out.err
+    assert out.out == ""
+
+
+def test_check_strict_fails_on_an_admin_grant(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\npolicies:\n  - id: x\n    match: {oidc: {issuer: corp}}\n"
+        "    scopes: [{dag: etl, tasks: [load]}]\n"
+        "    permissions:\n      subscribe:\n        allow:\n          - '$SYS.*.>'\n")
+    assert main(["policy", "check", str(tmp_path)]) == 0
+    assert main(["policy", "check", "--strict", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'p.yaml'}:9: warning: policy `x`: subscribe allow `$SYS.*.>`" in err
+    assert "[allow_system]" in err
 
 
 def test_check_of_a_missing_directory_fails(tmp_path: Path,

@@ -305,13 +305,72 @@ def test_lint_warns_about_shared_publish_rights_and_unknown_issuers(tmp_path: Pa
   match: {oidc: {issuer: elsewhere}}
   scopes: [{dag: "*"}]
   permissions:
-    publish: {allow: ["events.{dag_id}.>", "airflow.{dag_id}.{task_id}.>"]}
+    publish:
+      allow:
+        - "airflow.{dag_id}.{task_id}.>"
+        - "events.{dag_id}.>"
 """
     warnings = lint(_set(tmp_path, body), issuer_names={"corp"})
-    assert len(warnings) == 2
-    assert warnings[0].startswith("p.yaml:3: policy `shared`: publish allow `events.{dag_id}.>`")
-    assert "issuer `elsewhere` is not configured" in warnings[1]
+    assert [(w.source, w.code) for w in warnings] == [
+        ("p.yaml:10", "shared_publish"), ("p.yaml:3", "unknown_issuer")]
+    assert str(warnings[0]).startswith(
+        "p.yaml:10: warning: policy `shared`: publish allow `events.{dag_id}.>` does not name")
+    assert str(warnings[0]).endswith(" [shared_publish]")
+    assert "issuer `elsewhere` is not configured" in warnings[1].message
     assert lint(_set(tmp_path, BOUND), issuer_names={"corp"}) == []
+
+
+@pytest.mark.parametrize("template,code", [
+    (">", "allow_everything"), ("*.>", "allow_everything"), ("*", "allow_everything"),
+    ("*.*.>", "allow_everything"),
+    ("$SYS.>", "allow_system"), ("$SYS.*.>", "allow_system"),
+    ("$JS.>", "allow_jetstream"), ("$JS.API.>", "allow_jetstream"),
+    ("$JS.*.>", "allow_jetstream"), ("*.API.>", "allow_jetstream"),
+    ("$JS.API.*.>", "allow_jetstream"), ("$KV.>", "allow_jetstream"),
+    ("$KV.*.>", "allow_jetstream"), ("$O.>", "allow_jetstream"),
+    ("_INBOX.>", "allow_inboxes"), ("_INBOX.*", "allow_inboxes"),
+    ("_INBOX.*.*", "allow_inboxes"), ("{dag_id}.>", "allow_inboxes"),
+    # Narrow enough: a literal or an id beneath the namespace.
+    ("$SYS", None), ("_INBOX.{dag_id}.{task_id}.>", None), ("$JS.ACK.orders.load.>", None),
+    ("$JS.API.CONSUMER.MSG.NEXT.orders.load", None), ("$KV.settings.{dag_id}", None),
+    ("{dag_id}.{task_id}.>", None), ("airflow.{dag_id}.{task_id}.>", None),
+], ids=lambda v: str(v))
+@pytest.mark.parametrize("direction", ["publish", "subscribe"])
+def test_lint_warns_about_allows_too_broad_for_a_task(tmp_path: Path, direction: str,
+                                                      template: str, code: str | None) -> None:
+    # One task only, so the shared-publish warning stays out of the way.
+    body = f"""\
+- id: broad
+  match: {{oidc: {{issuer: corp}}}}
+  scopes: [{{dag: etl, tasks: [load]}}]
+  permissions:
+    {direction}:
+      allow:
+        - "a.{{dag_id}}.{{task_id}}"
+        - "{template}"
+"""
+    warnings = lint(_set(tmp_path, body), issuer_names={"corp"})
+    assert [(w.source, w.code) for w in warnings] == ([] if code is None else [
+        ("p.yaml:10", code)])
+    if code is not None:
+        assert f"{direction} allow `{template}` can reach" in warnings[0].message
+
+
+def test_lint_shared_publish_only_for_a_scope_of_many_tasks(tmp_path: Path) -> None:
+    template = "pipeline.data.etl.complete"
+    for scopes, shared in [("[{dag: etl, tasks: [load]}]", False),
+                           ("[{dag: etl, tasks: [load, extract]}]", True),
+                           ("[{dag: etl, tasks: ['load_*']}]", True),
+                           ("[{dag: etl, tasks: [load]}, {dag: billing, tasks: [load]}]", True),
+                           ("[{dag: 'etl*', tasks: [load]}]", True)]:
+        body = f"""\
+- id: announce
+  match: {{oidc: {{issuer: corp}}}}
+  scopes: {scopes}
+  permissions: {{publish: {{allow: ["{template}"]}}}}
+"""
+        codes = [w.code for w in lint(_set(tmp_path, body))]
+        assert codes == (["shared_publish"] if shared else []), scopes
 
 
 DENY_ONLY = """\
