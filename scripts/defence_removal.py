@@ -92,6 +92,16 @@ EXPERIMENTS = [
                "        warnings += []\n",
                ["tests/unit/test_policy_engine.py", "tests/unit/test_policy_cli.py",
                 "-k", "too_broad or admin_grant"]),
+    Experiment("policy explain exits 1 on a deny (scripts cannot read a deny as a grant)",
+               "gateway/cli_policy.py",
+               "    return 0 if evaluation.decision is not None else 1",
+               "    return 0",
+               ["tests/unit/test_policy_cli.py", "-k", "exits_0_on_grant or allow_nothing"]),
+    Experiment("policy explain exits 2, never 1, on input it cannot read",
+               "gateway/cli_policy.py",
+               "    except (OSError, UnicodeDecodeError) as exc:\n        # Exit 1",
+               "    except () as exc:\n        # Exit 1",
+               ["tests/unit/test_policy_cli.py", "-k", "exits_2"]),
 ]
 
 
