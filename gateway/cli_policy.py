@@ -6,8 +6,10 @@
                                 [--connection-type T] [--json]
     nats-gateway policy schema
 
-Exit codes: 0 valid / explained; 1 invalid policies (check) or strict warnings; 2 a usage
-or input error. Explain exits 0 for a deny too: the answer is the output.
+Exit codes, so a script or CI can act on them:
+    check    0 valid; 1 invalid policies, or any warning under --strict; 2 a usage error
+    explain  0 the request would be granted; 1 it would be denied; 2 an error (bad input,
+             an unreadable or invalid policy directory, claims or config): no answer
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from gateway.errors import ConfigError
 from gateway.identity.oidc_config import OidcIssuerConfig
 from gateway.policy.explain import ExplainRequest, explain, explanation_dict, format_explanation
 from gateway.policy.lint import lint
-from gateway.policy.load import PolicyLoadError, load_policy_dir
+from gateway.policy.load import PolicyLoadError, PolicySet, load_policy_dir
 from gateway.policy.model import CONNECTION_TYPES, policy_json_schema
 
 __all__ = ["add_policy_commands", "run_policy_command"]
@@ -35,12 +37,18 @@ def add_policy_commands(commands: Any) -> None:
     policy = commands.add_parser("policy", help="check, explain and describe policy files")
     sub = policy.add_subparsers(dest="policy_command", required=True)
 
-    check = sub.add_parser("check", help="validate a policy directory (for CI)")
+    check = sub.add_parser("check", help="validate a policy directory (for CI)",
+                           epilog="exit status: 0 valid, 1 invalid (or any warning under "
+                                  "--strict), 2 a usage error")
     check.add_argument("dir", type=Path)
     check.add_argument("--config", type=Path, help="also check issuer names against it")
     check.add_argument("--strict", action="store_true", help="warnings fail the check")
 
-    explain_cmd = sub.add_parser("explain", help="what would this identity get, and why")
+    explain_cmd = sub.add_parser(
+        "explain", help="what would this identity get, and why",
+        description="Evaluate a described identity and scope as the gateway would.",
+        epilog="exit status: 0 grant, 1 deny, 2 error (bad input, unreadable or invalid "
+               "policies, claims or config)")
     where = explain_cmd.add_mutually_exclusive_group()
     where.add_argument("--dir", type=Path, help="policy directory (default: policies)")
     where.add_argument("--config", type=Path, help="gateway config: its policy dir and issuers")
@@ -75,10 +83,14 @@ def _check(args: argparse.Namespace) -> int:
     names = None if issuers is None else {n for i in issuers for n in (i.name, i.issuer)}
     warnings = lint(policy_set, names)
     for warning in warnings:
-        print(f"warning: {_located(args.dir, warning)}", file=sys.stderr)
+        print(_located(args.dir, str(warning)), file=sys.stderr)
+    if warnings and args.strict:
+        print(f"{len(warnings)} warning(s) in {args.dir}, failing under --strict",
+              file=sys.stderr)
+        return 1
     print(f"ok: {len(policy_set.policies)} policies in {len(policy_set.files)} file(s), "
           f"{policy_set.content_hash}")
-    return 1 if warnings and args.strict else 0
+    return 0
 
 
 def _located(directory: Path, problem: str) -> str:
@@ -91,10 +103,12 @@ def _located(directory: Path, problem: str) -> str:
 
 def _read_claims(path: Path) -> dict[str, Any]:
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
         claims = json.loads(text)
     except OSError as exc:
         raise ConfigError(f"cannot read claims `{path}`: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"claims `{path}` are not valid UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"claims `{path}` are not JSON: {exc}") from exc
     if not isinstance(claims, dict):
@@ -116,19 +130,29 @@ def _explain_request(args: argparse.Namespace) -> ExplainRequest:
         raise ConfigError(f"explain input: {exc.errors()[0]['msg']}") from exc
 
 
-def _explain(args: argparse.Namespace) -> int:
+def _explain_inputs(args: argparse.Namespace
+                    ) -> tuple[PolicySet, ExplainRequest, tuple[OidcIssuerConfig, ...]]:
     issuers: tuple[OidcIssuerConfig, ...] = ()
     directory = args.dir or Path("policies")
-    if args.config is not None:
-        settings = load_settings(args.config)
-        issuers, directory = settings.oidc.issuers, settings.policy.dir
-    policy_set = load_policy_dir(directory)
-    identity, evaluation, now = explain(policy_set, _explain_request(args), issuers)
+    try:
+        if args.config is not None:
+            settings = load_settings(args.config)
+            issuers, directory = settings.oidc.issuers, settings.policy.dir
+        return load_policy_dir(directory), _explain_request(args), issuers
+    except (OSError, UnicodeDecodeError) as exc:
+        # Exit 1 means "denied": an input that cannot be read must not look like one.
+        raise ConfigError(f"cannot read explain input: {exc}") from exc
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """0 grant, 1 deny; errors raise GatewayError, which `main` turns into 2."""
+    policy_set, request, issuers = _explain_inputs(args)
+    identity, evaluation, now = explain(policy_set, request, issuers)
     if args.json:
         print(json.dumps(explanation_dict(identity, evaluation, now), indent=2))
     else:
         print(format_explanation(identity, evaluation, now))
-    return 0
+    return 0 if evaluation.decision is not None else 1
 
 
 def run_policy_command(args: argparse.Namespace) -> int:

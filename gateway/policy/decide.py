@@ -1,7 +1,8 @@
 """Decide what an identity may do for a requested scope. Pure: values and a clock in.
 
 Semantics (docs/policies.md): deny by default; every policy whose identity matcher and
-scope rules both match contributes; allow and deny subjects are combined, and nats-server
+scope rules both match contributes, and at least one of them must allow a publish or
+subscribe subject (else ``no_allow``); allow and deny subjects are combined, and nats-server
 applies a deny over any allow, so a deny anywhere wins. Restrictions combine the same
 way: the smallest limit and response cap win, the client must satisfy every matching
 policy's connection types and source networks, and the grant expires at the shortest TTL
@@ -231,12 +232,23 @@ class Shape:
     late_denial: PolicyDenied | None = None
 
 
+def _allows_something(policy: Policy) -> bool:
+    """A grant needs a subject to act on: deny-only policies narrow others, they never
+    admit a worker alone. ``responses`` does not count: receiving the request it would
+    answer already takes a subscribe allow."""
+    return bool(policy.permissions.publish.allow or policy.permissions.subscribe.allow)
+
+
 def shape_of(matched: Sequence[Policy], identity: Identity, scope: Scope,
              client: ClientConnection) -> Shape:
     if not matched:
         return Shape((), early_denial=PolicyDenied(
             f"no policy grants dag `{scope.dag_id}` task `{scope.task_id}` to "
             f"`{identity.principal}`", code="no_matching_policy"))
+    if not any(_allows_something(p) for p in matched):
+        return Shape(tuple(matched), early_denial=PolicyDenied(
+            f"matching policies {', '.join(f'`{p.id}`' for p in matched)} allow no publish "
+            "or subscribe subject", code="no_allow"))
     accounts = {p.account for p in matched if p.account is not None}
     if len(accounts) > 1:
         return Shape(tuple(matched), early_denial=PolicyDenied(

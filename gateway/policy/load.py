@@ -3,6 +3,9 @@
 A set is all-or-nothing: one broken file fails the whole load with every problem listed
 (as OPA's loader does), so the caller keeps its last good set. The set's ``content_hash``
 (SHA-256 over file names and bytes) is recorded in every audit record.
+
+Duplicate mapping keys are refused at any depth: YAML loaders keep the last value, so a
+second `match:` would silently widen a policy and a second `deny:` erase the first.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from pydantic import ValidationError
 from gateway.errors import ConfigError
 from gateway.policy.model import Policy, PolicyFile
 
-__all__ = ["PolicyLoadError", "PolicySet", "load_policy_dir", "load_policy_text"]
+__all__ = ["PolicyLoadError", "PolicySet", "SubjectKey", "load_policy_dir", "load_policy_text"]
 
 MAX_POLICY_FILE_BYTES = 1024 * 1024
+SubjectKey = tuple[str, str, str, int]
+"""(policy id, ``publish``/``subscribe``, ``allow``/``deny``, index in that list)"""
+_DIRECTIONS = (("publish", "allow"), ("publish", "deny"), ("subscribe", "allow"),
+               ("subscribe", "deny"))
 
 
 class PolicyLoadError(ConfigError):
@@ -40,6 +47,9 @@ class PolicySet:
     files: tuple[str, ...] = field(default_factory=tuple)
     sources: Mapping[str, str] = field(default_factory=dict)
     """policy id -> ``file:line`` where it is defined, for explanations."""
+    subject_sources: Mapping[SubjectKey, str] = field(default_factory=dict)
+    """(policy id, direction, kind, index) -> ``file:line`` of that subject template, so
+    lint can point at the very line."""
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:
@@ -60,6 +70,46 @@ def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:
     return line
 
 
+def _shown(key: str) -> str:
+    """A key as one short, printable line for a message."""
+    escaped = key.encode("unicode_escape").decode("ascii")
+    return escaped if len(escaped) <= 60 else escaped[:57] + "..."
+
+
+def _duplicate_keys(root: yaml.Node | None, name: str) -> list[str]:
+    """One problem per repeated key in any mapping of the composed tree. Keys compare by
+    resolved tag and text, so `match` and `"match"` are the same key. Iterative, and each
+    node once, because aliases can share (or loop back to) nodes."""
+    found: list[tuple[int, str]] = []
+    pending, seen = [root], set()
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            found += _repeated_in(node)
+            pending += [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += node.value
+    return [f"{name}:{line}: {message}" for line, message in sorted(found)]
+
+
+def _repeated_in(mapping: yaml.MappingNode) -> list[tuple[int, str]]:
+    first: dict[tuple[str, str], int] = {}
+    repeated: list[tuple[int, str]] = []
+    for key, _ in mapping.value:
+        if not isinstance(key, yaml.ScalarNode):
+            continue  # a complex key is refused by the constructor as unhashable
+        line = key.start_mark.line + 1
+        if (key.tag, key.value) in first:
+            repeated.append((line, f"duplicate key `{_shown(key.value)}` (first at line "
+                                   f"{first[key.tag, key.value]})"))
+        else:
+            first[key.tag, key.value] = line
+    return repeated
+
+
 def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -68,28 +118,56 @@ def _policy_lines(node: yaml.Node | None, count: int) -> list[int]:
     return [_line_of(node, ("policies", index)) for index in range(count)]
 
 
+def _subject_sources(node: yaml.Node | None, name: str,
+                     policies: Sequence[Policy]) -> dict[SubjectKey, str]:
+    out: dict[SubjectKey, str] = {}
+    for index, policy in enumerate(policies):
+        for direction, kind in _DIRECTIONS:
+            templates = getattr(getattr(policy.permissions, direction), kind)
+            for position in range(len(templates)):
+                loc = ("policies", index, "permissions", direction, kind, position)
+                out[policy.id, direction, kind, position] = f"{name}:{_line_of(node, loc)}"
+    return out
+
+
 def load_policy_text(text: str, name: str) -> tuple[list[Policy], list[str]]:
     """Parse one file; returns its policies and its problems (never raises)."""
-    policies, _, problems = _parse_policy_text(text, name)
-    return policies, problems
+    parsed = _parse_policy_text(text, name)
+    return parsed.policies, parsed.problems
 
 
-def _parse_policy_text(text: str, name: str) -> tuple[list[Policy], list[int], list[str]]:
+@dataclass
+class _Parsed:
+    """One file: its policies (none if it has problems), each one's line, and where each
+    subject template is."""
+
+    problems: list[str]
+    policies: list[Policy] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    subjects: dict[SubjectKey, str] = field(default_factory=dict)
+
+
+def _parse_policy_text(text: str, name: str) -> _Parsed:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        return [], [], [f"{name}:{line}: not valid yaml: {getattr(exc, 'problem', exc)}"]
+        return _Parsed([f"{name}:{line}: not valid yaml: {getattr(exc, 'problem', exc)}"])
+    duplicates = _duplicate_keys(node, name)
     try:
         parsed = PolicyFile.model_validate(data)
     except ValidationError as exc:
-        return [], [], [
+        return _Parsed(duplicates + [
             f"{name}:{_line_of(node, err['loc'])}: `{_field_path(err['loc'])}`: {err['msg']}"
             for err in exc.errors()
-        ]
-    return list(parsed.policies), _policy_lines(node, len(parsed.policies)), []
+        ])
+    if duplicates:
+        return _Parsed(duplicates)
+    policies = list(parsed.policies)
+    return _Parsed([], policies, _policy_lines(node, len(policies)),
+                   _subject_sources(node, name, policies))
 
 
 def _read_policy_file(path: Path, problems: list[str]) -> str | None:
@@ -114,26 +192,32 @@ def load_policy_dir(directory: Path) -> PolicySet:
     """Load every ``*.yaml``/``*.yml`` file; raise PolicyLoadError listing every problem."""
     if not directory.is_dir():
         raise PolicyLoadError([f"{directory}: policy directory does not exist"])
-    paths = sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
+    try:
+        paths = sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
+    except OSError as exc:  # unreadable: a problem to report, never a crash
+        raise PolicyLoadError([f"{directory}: cannot list policy directory: "
+                               f"{exc.strerror or exc}"]) from exc
     digest = hashlib.sha256()
     policies: list[Policy] = []
     problems: list[str] = []
     sources: dict[str, str] = {}
+    subjects: dict[SubjectKey, str] = {}
     for path in paths:
         text = _read_policy_file(path, problems)
         if text is None:
             continue
         digest.update(path.name.encode() + b"\0" + text.encode() + b"\0")
-        found, lines, errors = _parse_policy_text(text, path.name)
-        problems.extend(errors)
-        for policy, line in zip(found, lines, strict=True):
+        parsed = _parse_policy_text(text, path.name)
+        problems.extend(parsed.problems)
+        for policy, line in zip(parsed.policies, parsed.lines, strict=True):
             if policy.id in sources:
                 problems.append(f"{path.name}:{line}: policy id `{policy.id}` already defined "
                                 f"at {sources[policy.id]}")
                 continue
             sources[policy.id] = f"{path.name}:{line}"
-        policies.extend(found)
+        policies.extend(parsed.policies)
+        subjects.update(parsed.subjects)
     if problems:
         raise PolicyLoadError(problems)
     return PolicySet(tuple(policies), "sha256:" + digest.hexdigest(),
-                     tuple(p.name for p in paths), sources)
+                     tuple(p.name for p in paths), sources, subjects)

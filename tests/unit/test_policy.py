@@ -134,3 +134,61 @@ def test_a_broken_file_fails_the_whole_set_with_every_problem(tmp_path: Path) ->
 def test_shipped_policies_load() -> None:
     shipped = load_policy_dir(Path(__file__).resolve().parents[2] / "policies")
     assert [p.id for p in shipped.policies] == ["dev-airflow-workers"]
+
+
+WIDENED = """\
+version: 1
+policies:
+  - id: etl
+    match: {oidc: {issuer: corp, subject: "sa:airflow:etl"}}
+    scopes: [{dag: etl}]
+    permissions:
+      publish:
+        allow: ["airflow.{dag_id}.{task_id}.>"]
+        deny: ["airflow.{dag_id}.{task_id}.admin"]
+        deny: ["airflow.{dag_id}.{task_id}.other"]
+    match: {oidc: {issuer: corp}}
+"""
+
+
+@pytest.mark.parametrize("text,problems", [
+    (WIDENED, ["f.yaml:10: duplicate key `deny` (first at line 9)",
+               "f.yaml:11: duplicate key `match` (first at line 4)"]),
+    ("version: 1\npolicies: []\n'policies': []\n",
+     ["f.yaml:3: duplicate key `policies` (first at line 2)"]),
+    ("version: 1\npolicies:\n  - {id: a, id: b}\n",
+     ["f.yaml:3: duplicate key `id` (first at line 3)"]),
+], ids=["second-match-and-deny", "quoted-top-level", "flow-mapping"])
+def test_duplicate_keys_are_refused_at_any_depth(text: str, problems: list[str]) -> None:
+    policies, found = load_policy_text(text, "f.yaml")
+    assert policies == []
+    assert found[:len(problems)] == problems
+
+
+def test_duplicate_keys_are_collected_with_every_other_problem(tmp_path: Path) -> None:
+    (tmp_path / "dup.yaml").write_text(WIDENED.replace("scopes:", "scopez:"))
+    (tmp_path / "other.yaml").write_text("version: 2\n")
+    with pytest.raises(PolicyLoadError) as failed:
+        load_policy_dir(tmp_path)
+    problems = failed.value.problems
+    assert "dup.yaml:10: duplicate key `deny` (first at line 9)" in problems
+    assert "dup.yaml:11: duplicate key `match` (first at line 4)" in problems
+    assert any(p.startswith("dup.yaml:5: `policies.0.scopez`") for p in problems)
+    assert any(p.startswith("other.yaml:1: `version`") for p in problems)
+
+
+def test_a_merge_key_is_not_a_duplicate() -> None:
+    # `<<` merges are explicit YAML: only keys written twice in one mapping are refused.
+    text = textwrap.dedent("""\
+        version: 1
+        policies:
+          - &base
+            id: a
+            match: {oidc: {issuer: corp}}
+            scopes: [{dag: a}]
+            permissions: {publish: {allow: ["a.{dag_id}.{task_id}"]}}
+          - <<: *base
+            id: b
+        """)
+    policies, problems = load_policy_text(text, "f.yaml")
+    assert problems == [] and [p.id for p in policies] == ["a", "b"]

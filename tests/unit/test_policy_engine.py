@@ -305,10 +305,107 @@ def test_lint_warns_about_shared_publish_rights_and_unknown_issuers(tmp_path: Pa
   match: {oidc: {issuer: elsewhere}}
   scopes: [{dag: "*"}]
   permissions:
-    publish: {allow: ["events.{dag_id}.>", "airflow.{dag_id}.{task_id}.>"]}
+    publish:
+      allow:
+        - "airflow.{dag_id}.{task_id}.>"
+        - "events.{dag_id}.>"
 """
     warnings = lint(_set(tmp_path, body), issuer_names={"corp"})
-    assert len(warnings) == 2
-    assert warnings[0].startswith("p.yaml:3: policy `shared`: publish allow `events.{dag_id}.>`")
-    assert "issuer `elsewhere` is not configured" in warnings[1]
+    assert [(w.source, w.code) for w in warnings] == [
+        ("p.yaml:10", "shared_publish"), ("p.yaml:3", "unknown_issuer")]
+    assert str(warnings[0]).startswith(
+        "p.yaml:10: warning: policy `shared`: publish allow `events.{dag_id}.>` does not name")
+    assert str(warnings[0]).endswith(" [shared_publish]")
+    assert "issuer `elsewhere` is not configured" in warnings[1].message
     assert lint(_set(tmp_path, BOUND), issuer_names={"corp"}) == []
+
+
+@pytest.mark.parametrize("template,code", [
+    (">", "allow_everything"), ("*.>", "allow_everything"), ("*", "allow_everything"),
+    ("*.*.>", "allow_everything"),
+    ("$SYS.>", "allow_system"), ("$SYS.*.>", "allow_system"),
+    ("$JS.>", "allow_jetstream"), ("$JS.API.>", "allow_jetstream"),
+    ("$JS.*.>", "allow_jetstream"), ("*.API.>", "allow_jetstream"),
+    ("$JS.API.*.>", "allow_jetstream"), ("$KV.>", "allow_jetstream"),
+    ("$KV.*.>", "allow_jetstream"), ("$O.>", "allow_jetstream"),
+    ("_INBOX.>", "allow_inboxes"), ("_INBOX.*", "allow_inboxes"),
+    ("_INBOX.*.*", "allow_inboxes"), ("{dag_id}.>", "allow_inboxes"),
+    # Narrow enough: a literal or an id beneath the namespace.
+    ("$SYS", None), ("_INBOX.{dag_id}.{task_id}.>", None), ("$JS.ACK.orders.load.>", None),
+    ("$JS.API.CONSUMER.MSG.NEXT.orders.load", None), ("$KV.settings.{dag_id}", None),
+    ("{dag_id}.{task_id}.>", None), ("airflow.{dag_id}.{task_id}.>", None),
+], ids=lambda v: str(v))
+@pytest.mark.parametrize("direction", ["publish", "subscribe"])
+def test_lint_warns_about_allows_too_broad_for_a_task(tmp_path: Path, direction: str,
+                                                      template: str, code: str | None) -> None:
+    # One task only, so the shared-publish warning stays out of the way.
+    body = f"""\
+- id: broad
+  match: {{oidc: {{issuer: corp}}}}
+  scopes: [{{dag: etl, tasks: [load]}}]
+  permissions:
+    {direction}:
+      allow:
+        - "a.{{dag_id}}.{{task_id}}"
+        - "{template}"
+"""
+    warnings = lint(_set(tmp_path, body), issuer_names={"corp"})
+    assert [(w.source, w.code) for w in warnings] == ([] if code is None else [
+        ("p.yaml:10", code)])
+    if code is not None:
+        assert f"{direction} allow `{template}` can reach" in warnings[0].message
+
+
+def test_lint_shared_publish_only_for_a_scope_of_many_tasks(tmp_path: Path) -> None:
+    template = "pipeline.data.etl.complete"
+    for scopes, shared in [("[{dag: etl, tasks: [load]}]", False),
+                           ("[{dag: etl, tasks: [load, extract]}]", True),
+                           ("[{dag: etl, tasks: ['load_*']}]", True),
+                           ("[{dag: etl, tasks: [load]}, {dag: billing, tasks: [load]}]", True),
+                           ("[{dag: 'etl*', tasks: [load]}]", True)]:
+        body = f"""\
+- id: announce
+  match: {{oidc: {{issuer: corp}}}}
+  scopes: {scopes}
+  permissions: {{publish: {{allow: ["{template}"]}}}}
+"""
+        codes = [w.code for w in lint(_set(tmp_path, body))]
+        assert codes == (["shared_publish"] if shared else []), scopes
+
+
+DENY_ONLY = """\
+- id: deny-only
+  match: {oidc: {issuer: corp}}
+  scopes: [{dag: "*"}]
+  permissions:
+    publish: {deny: ["a.{dag_id}.{task_id}.admin"]}
+    subscribe: {deny: [">"]}
+    responses: {max: 1}
+"""
+ALLOWING = """\
+- id: allowing
+  match: {oidc: {issuer: corp}}
+  scopes: [{dag: "*"}]
+  permissions:
+    publish: {allow: ["a.{dag_id}.{task_id}.>"]}
+"""
+
+
+def test_a_matching_policy_that_only_denies_admits_no_one(tmp_path: Path) -> None:
+    policies = _set(tmp_path, DENY_ONLY)
+    with pytest.raises(PolicyDenied) as denied:
+        decide(policies, _oidc(), Scope("etl", "load"), STANDARD, now=0)
+    assert denied.value.code == "no_allow"
+    evaluation = evaluate(policies, _oidc(), Scope("etl", "load"), STANDARD, now=0)
+    assert evaluation.decision is None
+    assert "decision: DENY (no_allow: matching policies `deny-only` allow no publish or " \
+           "subscribe subject)" in format_explanation(_oidc(), evaluation, 0)
+
+
+def test_a_deny_only_policy_still_narrows_an_allowing_one(tmp_path: Path) -> None:
+    decision = decide(_set(tmp_path, DENY_ONLY + ALLOWING), _oidc(), Scope("etl", "load"),
+                      STANDARD, now=0)
+    assert decision.policy_ids == ("deny-only", "allowing")
+    perms = decision.permissions
+    assert (perms.pub_allow, perms.pub_deny) == (("a.etl.load.>",), ("a.etl.load.admin",))
+    assert (perms.sub_allow, perms.sub_deny) == ((), (">",))

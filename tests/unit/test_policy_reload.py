@@ -104,3 +104,16 @@ async def test_the_watcher_picks_up_changes(tmp_path: Path) -> None:
         assert holder.current().policies[0].id == "three"
     finally:
         task.cancel()
+
+
+def test_a_duplicate_key_edit_keeps_the_last_good_set(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(GOOD)
+    holder = PolicyHolder(tmp_path)
+    good = holder.current()
+    # A second `match:` would widen the policy to every identity of the issuer if loaded.
+    _write(path, GOOD + "    match: {oidc: {issuer: other}}\n")
+    assert not holder.reload("test")
+    assert holder.current() is good
+    assert holder.status()["last_error"]["problems"] == [
+        "p.yaml:7: duplicate key `match` (first at line 4)"]
