@@ -108,6 +108,48 @@ def test_outside_the_signing_window(skew: timedelta) -> None:
     assert refused.value.code == "stale_aws_proof"
 
 
+def _many_keys(count: int) -> str:
+    """A proof whose `headers` has `count` distinct keys; the text is cut short, so only
+    a refusal made before parsing can name the key count."""
+    keys = ",".join(f'"{n:x}":0' for n in range(count))
+    return '{"body":"","headers":{' + keys
+
+
+@pytest.mark.parametrize("text,message", [
+    pytest.param(_many_keys(1000), "more than 44 `:` (too many keys)", id="1000-keys"),
+    pytest.param(_many_keys(45), "more than 44 `:` (too many keys)", id="45-keys"),
+    pytest.param('{"headers":' + "[" * 3000, "more than 2 objects or arrays (nested too deep)",
+                 id="deep-arrays"),
+    pytest.param('{"headers":{"a":{"b":""}}', "more than 2 objects or arrays (nested too deep)",
+                 id="three-objects"),
+    pytest.param('{"body":"' + "a" * 8200, "longer than 8192 characters", id="too-long"),
+])
+def test_hostile_shapes_are_refused_before_parsing(text: str, message: str) -> None:
+    assert len(text) < 8192 or "longer" in message  # so the cap named is the one hit
+    with pytest.raises(CredentialError) as refused:
+        _check(text)
+    assert refused.value.code == "oversized_aws_proof"
+    assert refused.value.description == f"aws proof: {message}"
+
+
+def test_an_object_with_more_keys_than_a_proof_can_have_is_refused() -> None:
+    proof = _proof()
+    proof["headers"].update({f"X-Extra-{n}": "" for n in range(12 - len(proof["headers"]))})
+    with pytest.raises(CredentialError) as refused:
+        _check(proof)
+    assert refused.value.code == "oversized_aws_proof"
+    assert refused.value.description == "aws proof: an object has more than 11 keys"
+
+
+def test_a_hostile_header_name_is_not_echoed() -> None:
+    proof = _proof(**{"X-" + "\n`" * 500: "x"})
+    with pytest.raises(CredentialError) as refused:
+        _check(proof)
+    description = refused.value.description
+    assert len(description) < 100 and "\n" not in description
+    assert description.startswith("aws proof: header `x-????")
+
+
 @pytest.mark.parametrize("text", ["", "[]", "{", '{"headers": [], "body": ""}', "1" * 10])
 def test_garbage_is_a_clear_refusal(text: str) -> None:
     with pytest.raises(CredentialError) as refused:
