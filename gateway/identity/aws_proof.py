@@ -28,7 +28,8 @@ from typing import Any
 
 from gateway.errors import CredentialError
 
-__all__ = ["GATEWAY_ID_HEADER", "NONCE_HEADER", "STS_BODY", "CheckedProof", "check_proof"]
+__all__ = ["GATEWAY_ID_HEADER", "MAX_CLOCK_SKEW_SECONDS", "NONCE_HEADER", "STS_BODY",
+           "CheckedProof", "check_proof"]
 
 GATEWAY_ID_HEADER = "x-nats-gateway-id"
 # SigV4 is deterministic: two proofs signed in the same second would be identical, and the
@@ -36,6 +37,9 @@ GATEWAY_ID_HEADER = "x-nats-gateway-id"
 NONCE_HEADER = "x-nats-gateway-nonce"
 STS_BODY = "Action=GetCallerIdentity&Version=2011-06-15"
 SIGNING_WINDOW_SECONDS = 15 * 60
+# How far in the future X-Amz-Date may be: clock skew, not a second signing window. A
+# later date would keep a proof alive (and in the replay cache) past the 15 minutes.
+MAX_CLOCK_SKEW_SECONDS = 60
 _FORWARDED = ("authorization", "x-amz-date", "x-amz-security-token", GATEWAY_ID_HEADER,
               NONCE_HEADER, "content-type")
 _NONCE = re.compile(r"[0-9a-f]{16,64}")
@@ -157,18 +161,23 @@ def _check_headers(headers: dict[str, str]) -> None:
         raise _refuse(f"{NONCE_HEADER} must be 16-64 lowercase hex digits")
 
 
-def _signed_at(value: str, now: datetime) -> datetime:
+def _signed_at(value: str, now: datetime, max_skew: int) -> datetime:
     try:
         signed = datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:
         raise _refuse("x-amz-date is not YYYYMMDDTHHMMSSZ") from None
-    if abs((now - signed).total_seconds()) > SIGNING_WINDOW_SECONDS:
+    age = (now - signed).total_seconds()
+    if age > SIGNING_WINDOW_SECONDS:
         raise CredentialError("aws proof was signed outside the 15-minute window",
                               code="stale_aws_proof")
+    if -age > max_skew:
+        raise CredentialError(f"aws proof is dated more than {max_skew} s in the future "
+                              "(x-amz-date)", code="future_aws_proof")
     return signed
 
 
-def check_proof(proof: str, *, gateway_id: str, host: str, now: datetime) -> CheckedProof:
+def check_proof(proof: str, *, gateway_id: str, host: str, now: datetime,
+                max_clock_skew_seconds: int = MAX_CLOCK_SKEW_SECONDS) -> CheckedProof:
     """Validate the proof's shape and binding; CredentialError says what is wrong."""
     headers, body = _load(proof)
     if body != STS_BODY:
@@ -189,7 +198,7 @@ def check_proof(proof: str, *, gateway_id: str, host: str, now: datetime) -> Che
     missing = sorted(required - signed_headers)
     if missing:
         raise _refuse(f"{', '.join(missing)} must be in SignedHeaders")
-    signed_at = _signed_at(headers["x-amz-date"], now)
+    signed_at = _signed_at(headers["x-amz-date"], now, max_clock_skew_seconds)
     if match["date"] != headers["x-amz-date"][:8]:
         raise _refuse("credential date does not match x-amz-date")
     forwarded = {name: headers[name] for name in _FORWARDED if name in headers}

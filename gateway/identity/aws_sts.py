@@ -23,7 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.errors import IdentityError, IdentityUnavailable
 from gateway.identity.aws_arn import iam_identity, parse_caller_arn
-from gateway.identity.aws_proof import SIGNING_WINDOW_SECONDS, STS_BODY, check_proof
+from gateway.identity.aws_proof import (
+    MAX_CLOCK_SKEW_SECONDS,
+    SIGNING_WINDOW_SECONDS,
+    STS_BODY,
+    check_proof,
+)
 from gateway.identity.model import Identity, fingerprint
 from gateway.identity.oidc_config import is_loopback_url
 from gateway.identity.replay import ReplayCache
@@ -48,6 +53,9 @@ class AwsIamSettings(BaseModel):
     timeout_seconds: float = Field(default=0.8, gt=0, le=10)
     max_identity_seconds: int = Field(default=3600, gt=0, le=43_200)
     replay_cache_size: int = Field(default=100_000, gt=0)
+    max_clock_skew_seconds: int = Field(
+        default=MAX_CLOCK_SKEW_SECONDS, ge=0, le=MAX_CLOCK_SKEW_SECONDS,
+        description="how far in the future X-Amz-Date may be; may only be lowered")
 
     @field_validator("allowed_accounts")
     @classmethod
@@ -130,7 +138,8 @@ class StsVerifier:
         settings = self._settings
         now = self._clock()
         checked = check_proof(proof, gateway_id=settings.gateway_id, host=settings.host,
-                              now=datetime.fromtimestamp(now, UTC))
+                              now=datetime.fromtimestamp(now, UTC),
+                              max_clock_skew_seconds=settings.max_clock_skew_seconds)
         if checked.region != settings.region:
             raise IdentityError(f"aws proof is signed for region `{checked.region}`, not "
                                 f"`{settings.region}`", code="wrong_region")

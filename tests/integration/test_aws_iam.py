@@ -14,15 +14,19 @@ import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.client import AwsIamCredentials, aws_iam_envelope, aws_iam_proof
 from gateway.client import connect as gateway_connect
 from gateway.dev.moto_sts import ACCOUNT, REGION, MotoSts
 from gateway.envelope import Scope, build_envelope
+from gateway.errors import GatewayError
+from gateway.identity.aws_sts import AwsIamSettings, StsVerifier
 from tests.integration.harness import Stack, Violations, assert_publish_scope, connect
 
 pytestmark = pytest.mark.integration
@@ -224,6 +228,11 @@ def _flip_signature(proof: dict[str, Any]) -> None:
     proof["headers"]["Authorization"] = auth[:-1] + ("0" if last != "0" else "1")
 
 
+def _in(**delta: float) -> str:
+    """An X-Amz-Date that far from now."""
+    return (datetime.now(UTC) + timedelta(**delta)).strftime("%Y%m%dT%H%M%SZ")
+
+
 def _unsign_gateway_id(proof: dict[str, Any]) -> None:
     proof["headers"]["Authorization"] = proof["headers"]["Authorization"].replace(
         ";x-nats-gateway-id", "")
@@ -242,6 +251,9 @@ TAMPERING = {
                          "wrong_gateway_id"),
     "stale-date": (lambda p: p["headers"].update({"X-Amz-Date": "20200101T000000Z"}),
                    "stale_aws_proof"),
+    # A forged proof dated 14 minutes ahead would stay "fresh" for 29 minutes.
+    "future-date": (lambda p: p["headers"].update({"X-Amz-Date": _in(minutes=14)}),
+                    "future_aws_proof"),
     "unknown-amz-header": (lambda p: p["headers"].update({"X-Amz-Target": "sts.AssumeRole"}),
                            "bad_aws_proof"),
 }
@@ -304,3 +316,36 @@ async def _records_direct(stack: Stack) -> list[Any]:
         return list(store.query(DecisionQuery(limit=1000)))
     finally:
         store.close()
+
+
+def _verifier(sts_url: str, http: httpx.AsyncClient, *, clock_offset: float = 0.0,
+              **settings: Any) -> StsVerifier:
+    """The gateway's own verifier, on its own clock (shifted to date proofs ahead)."""
+    config = AwsIamSettings(enabled=True, sts_endpoint=sts_url, region=REGION,
+                            gateway_id=GATEWAY_ID, allowed_accounts=(ACCOUNT,), **settings)
+    return StsVerifier(config, http, clock=lambda: time.time() + clock_offset)
+
+
+def _proof(sts_url: str, session: Any) -> str:
+    return aws_iam_proof(gateway_id=GATEWAY_ID, region=REGION, sts_endpoint=sts_url,
+                         session=session)
+
+
+async def _refusal(verifier: StsVerifier, proof: str) -> str:
+    with pytest.raises(GatewayError) as refused:
+        await verifier.verify(proof)
+    return refused.value.code
+
+
+async def test_a_proof_dated_ahead_is_accepted_only_within_the_clock_skew(
+        sts: MotoSts) -> None:
+    """Seen from a gateway clock 30 s (or 2 min) behind, a fresh proof is dated ahead."""
+    session = sts.role_session("airflow-prod-worker", "i-skew")
+    async with httpx.AsyncClient() as http:
+        late = _verifier(sts.url, http, clock_offset=-120)
+        assert await _refusal(late, _proof(sts.url, session)) == "future_aws_proof"
+        strict = _verifier(sts.url, http, clock_offset=-30, max_clock_skew_seconds=10)
+        assert await _refusal(strict, _proof(sts.url, session)) == "future_aws_proof"
+        skewed = _verifier(sts.url, http, clock_offset=-30)
+        identity = await skewed.verify(_proof(sts.url, session))  # STS accepts it too
+    assert (identity.subject, identity.claims["role_name"]) == ("i-skew", "airflow-prod-worker")

@@ -101,11 +101,30 @@ def test_duplicate_headers_even_by_case_are_refused() -> None:
         _check(duplicated)
 
 
-@pytest.mark.parametrize("skew", [timedelta(minutes=16), timedelta(minutes=-16)])
-def test_outside_the_signing_window(skew: timedelta) -> None:
+@pytest.mark.parametrize("skew,code", [(timedelta(minutes=16), "stale_aws_proof"),
+                                        (timedelta(minutes=-16), "future_aws_proof")])
+def test_outside_the_signing_window(skew: timedelta, code: str) -> None:
     with pytest.raises(CredentialError) as refused:
         _check(_proof(), now=datetime.now(UTC) + skew)
-    assert refused.value.code == "stale_aws_proof"
+    assert refused.value.code == code
+
+
+def test_a_proof_dated_in_the_future_is_clock_skew_at_most() -> None:
+    """A worker clock 30 s ahead is skew; 2 minutes ahead is not (a forged proof dated
+    14 minutes ahead would otherwise hold a replay-cache slot for 29 minutes)."""
+    proof = _proof()
+    signed = datetime.strptime(proof["headers"]["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=UTC)
+    assert _check(proof, now=signed - timedelta(seconds=30)).signed_at == signed
+    with pytest.raises(CredentialError) as refused:
+        _check(proof, now=signed - timedelta(minutes=2))
+    assert refused.value.code == "future_aws_proof"
+    assert refused.value.description == ("aws proof is dated more than 60 s in the future "
+                                         "(x-amz-date)")
+    with pytest.raises(CredentialError, match="more than 10 s in the future"):
+        check_proof(json.dumps(proof), gateway_id="gw-prod", host=HOST,
+                    now=signed - timedelta(seconds=30), max_clock_skew_seconds=10)
+    assert _check(proof, now=signed + timedelta(minutes=14)).signed_at == signed  # past: 15 min
 
 
 def _many_keys(count: int) -> str:
