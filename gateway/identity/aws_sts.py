@@ -1,7 +1,8 @@
 """Verify an AWS IAM proof by replaying it to STS, from the gateway's own configuration.
 
-    check the proof (aws_proof) -> single use (replay) -> POST to the configured endpoint
-    -> strict parse of GetCallerIdentityResponse -> assumed-role ARN -> allowed account
+    check the proof (aws_proof) -> take its single-use slot (replay) -> POST to the
+    configured endpoint -> strict parse of GetCallerIdentityResponse -> assumed-role ARN
+    -> allowed account -> keep the slot (any failure on the way releases it)
 
 STS is the verifier: only AWS can check a SigV4 signature. Its answer is parsed strictly
 (status 200, XML content type, exactly one Arn, UserId and Account, account consistent
@@ -27,6 +28,7 @@ from gateway.identity.aws_proof import (
     MAX_CLOCK_SKEW_SECONDS,
     SIGNING_WINDOW_SECONDS,
     STS_BODY,
+    CheckedProof,
     check_proof,
 )
 from gateway.identity.model import Identity, fingerprint
@@ -144,8 +146,18 @@ class StsVerifier:
             raise IdentityError(f"aws proof is signed for region `{checked.region}`, not "
                                 f"`{settings.region}`", code="wrong_region")
         window_end = checked.signed_at + timedelta(seconds=SIGNING_WINDOW_SECONDS)
-        self._replay.use(fingerprint(checked.signature), expires=window_end.timestamp(),
-                         now=now)
+        slot = fingerprint(checked.signature)
+        self._replay.use(slot, expires=window_end.timestamp(), now=now)
+        try:
+            return await self._verified(proof, checked, now)
+        except BaseException:
+            # Not accepted (refused by STS, timed out, an untrusted account, cancelled):
+            # the proof used nothing up, and a forged one must not hold a slot (issue 18).
+            self._replay.release(slot)
+            raise
+
+    async def _verified(self, proof: str, checked: CheckedProof, now: float) -> Identity:
+        settings = self._settings
         arn, user_id, account = await self._timed_sts_call(checked.headers)
         caller = parse_caller_arn(arn)
         if caller.account != account:

@@ -9,7 +9,9 @@ on purpose.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import secrets
 import textwrap
 import threading
 import time
@@ -349,3 +351,125 @@ async def test_a_proof_dated_ahead_is_accepted_only_within_the_clock_skew(
         skewed = _verifier(sts.url, http, clock_offset=-30)
         identity = await skewed.verify(_proof(sts.url, session))  # STS accepts it too
     assert (identity.subject, identity.claims["role_name"]) == ("i-skew", "airflow-prod-worker")
+
+
+async def _until(condition: Any, *, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def _forge(proof: dict[str, Any]) -> None:
+    """A random signature, as anyone can make: the gateway id is public."""
+    auth = proof["headers"]["Authorization"]
+    proof["headers"]["Authorization"] = auth[:-64] + secrets.token_hex(32)
+
+
+async def test_forged_proofs_cannot_fill_the_replay_cache(stack: Stack, sts: MotoSts) -> None:
+    """Issue 18: twice the cache's capacity in forged proofs, then a valid login."""
+    await _start(stack, sts.url, replay_cache_size=3)
+    try:
+        for n in range(6):
+            proof = json.loads(_proof(sts.url, sts.role_session("airflow-prod-worker", f"f{n}")))
+            _forge(proof)
+            if n == 5:  # dated ahead as well: refused before it could take a slot
+                proof["headers"]["X-Amz-Date"] = _in(minutes=14)
+            envelope = build_envelope("aws_iam", json.dumps(proof), Scope("etl", "load"))
+            with pytest.raises(Exception, match=r"[Aa]uthorization"):
+                await connect(stack.nats_url, envelope)
+        codes = [r["reason_code"] for r in await _records(stack, decision="deny")]
+        assert sorted(codes) == ["future_aws_proof"] + ["sts_rejected"] * 5
+        session = sts.role_session("airflow-prod-worker", "i-after-flood")
+        nc = await connect(stack.nats_url, _envelope(sts.url, session))
+        await nc.close()
+        assert len(await _records(stack, decision="grant")) == 1
+    finally:
+        assert stack.gateway is not None
+        await stack.gateway.stop()
+
+
+class _Gate(BaseHTTPRequestHandler):
+    """A pass-through to moto that holds each request until the test opens it, so a
+    proof can be kept in flight at (the real) STS."""
+
+    upstream = ""
+    arrived = 0
+    opened: threading.Event
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).arrived += 1
+        if not self.opened.wait(10):
+            return  # the test gave up; the client has long timed out
+        host, port = self.upstream.removeprefix("http://").split(":")
+        upstream = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            upstream.request("POST", "/", body, dict(self.headers.items()))
+            answer = upstream.getresponse()
+            content = answer.read()
+            self.send_response(answer.status)
+            for name in ("Content-Type", "Content-Length"):
+                if answer.getheader(name):
+                    self.send_header(name, str(answer.getheader(name)))
+            self.end_headers()
+            self.wfile.write(content)
+        finally:
+            upstream.close()
+
+
+@pytest.fixture
+def gate(sts: MotoSts) -> Iterator[tuple[str, type[_Gate]]]:
+    handler = type("Gate", (_Gate,), {"upstream": sts.url, "opened": threading.Event()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        handler.opened.set()
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_proof_in_flight_cannot_be_used_twice(
+        sts: MotoSts, gate: tuple[str, type[_Gate]]) -> None:
+    url, handler = gate
+    session = sts.role_session("airflow-prod-worker", "i-twice")
+    proof = _proof(url, session)
+    async with httpx.AsyncClient() as http:
+        verifier = _verifier(url, http, timeout_seconds=5)
+        first = asyncio.create_task(verifier.verify(proof))
+        await _until(lambda: handler.arrived == 1)  # the first copy is at STS
+        assert await _refusal(verifier, proof) == "replayed_aws_proof"
+        handler.opened.set()
+        identity = await first
+        assert await _refusal(verifier, proof) == "replayed_aws_proof"
+    assert identity.subject == "i-twice" and handler.arrived == 1
+
+
+async def test_a_proof_that_was_not_accepted_holds_no_slot(
+        sts: MotoSts, gate: tuple[str, type[_Gate]]) -> None:
+    """Timed out at STS, refused by STS, or abandoned: the proof used nothing up."""
+    url, handler = gate
+    session = sts.role_session("airflow-prod-worker", "i-retry")
+    async with httpx.AsyncClient() as http:
+        verifier = _verifier(url, http, timeout_seconds=0.2, replay_cache_size=1)
+        forged = json.loads(_proof(url, session))
+        _forge(forged)
+        timed_out, abandoned = _proof(url, session), _proof(url, session)
+        assert await _refusal(verifier, timed_out) == "sts_timeout"
+        cancelled = asyncio.create_task(verifier.verify(abandoned))
+        await _until(lambda: handler.arrived == 2)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        handler.opened.set()
+        assert await _refusal(verifier, json.dumps(forged)) == "sts_rejected"
+        assert await _refusal(verifier, json.dumps(forged)) == "sts_rejected"  # not replayed
+        identity = await verifier.verify(timed_out)  # a cache of one: every slot came back
+    assert identity.subject == "i-retry"
