@@ -1,7 +1,8 @@
 """Verify an AWS IAM proof by replaying it to STS, from the gateway's own configuration.
 
-    check the proof (aws_proof) -> single use (replay) -> POST to the configured endpoint
-    -> strict parse of GetCallerIdentityResponse -> assumed-role ARN -> allowed account
+    check the proof (aws_proof) -> take its single-use slot (replay) -> POST to the
+    configured endpoint -> strict parse of GetCallerIdentityResponse -> assumed-role ARN
+    -> allowed account -> keep the slot (any failure on the way releases it)
 
 STS is the verifier: only AWS can check a SigV4 signature. Its answer is parsed strictly
 (status 200, XML content type, exactly one Arn, UserId and Account, account consistent
@@ -23,7 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.errors import IdentityError, IdentityUnavailable
 from gateway.identity.aws_arn import iam_identity, parse_caller_arn
-from gateway.identity.aws_proof import SIGNING_WINDOW_SECONDS, STS_BODY, check_proof
+from gateway.identity.aws_proof import (
+    MAX_CLOCK_SKEW_SECONDS,
+    SIGNING_WINDOW_SECONDS,
+    STS_BODY,
+    CheckedProof,
+    check_proof,
+)
 from gateway.identity.model import Identity, fingerprint
 from gateway.identity.oidc_config import is_loopback_url
 from gateway.identity.replay import ReplayCache
@@ -48,6 +55,9 @@ class AwsIamSettings(BaseModel):
     timeout_seconds: float = Field(default=0.8, gt=0, le=10)
     max_identity_seconds: int = Field(default=3600, gt=0, le=43_200)
     replay_cache_size: int = Field(default=100_000, gt=0)
+    max_clock_skew_seconds: int = Field(
+        default=MAX_CLOCK_SKEW_SECONDS, ge=0, le=MAX_CLOCK_SKEW_SECONDS,
+        description="how far in the future X-Amz-Date may be; may only be lowered")
 
     @field_validator("allowed_accounts")
     @classmethod
@@ -130,13 +140,24 @@ class StsVerifier:
         settings = self._settings
         now = self._clock()
         checked = check_proof(proof, gateway_id=settings.gateway_id, host=settings.host,
-                              now=datetime.fromtimestamp(now, UTC))
+                              now=datetime.fromtimestamp(now, UTC),
+                              max_clock_skew_seconds=settings.max_clock_skew_seconds)
         if checked.region != settings.region:
             raise IdentityError(f"aws proof is signed for region `{checked.region}`, not "
                                 f"`{settings.region}`", code="wrong_region")
         window_end = checked.signed_at + timedelta(seconds=SIGNING_WINDOW_SECONDS)
-        self._replay.use(fingerprint(checked.signature), expires=window_end.timestamp(),
-                         now=now)
+        slot = fingerprint(checked.signature)
+        self._replay.use(slot, expires=window_end.timestamp(), now=now)
+        try:
+            return await self._verified(proof, checked, now)
+        except BaseException:
+            # Not accepted (refused by STS, timed out, an untrusted account, cancelled):
+            # the proof used nothing up, and a forged one must not hold a slot (issue 18).
+            self._replay.release(slot)
+            raise
+
+    async def _verified(self, proof: str, checked: CheckedProof, now: float) -> Identity:
+        settings = self._settings
         arn, user_id, account = await self._timed_sts_call(checked.headers)
         caller = parse_caller_arn(arn)
         if caller.account != account:

@@ -7,6 +7,12 @@ the cache is full of live entries, new proofs are refused (fail closed) rather t
 old entry forgotten, which would reopen the replay. Several replicas do not share the
 cache: a captured proof could be used once per replica within its window
 (docs/security.md). Thread-safe; time is passed in.
+
+A proof takes its slot when its verification starts, so a second copy presented while
+the first is still at STS is refused, and keeps it only once verified: the caller
+releases the slot of a proof that STS refused (or that timed out or failed), which used
+nothing up. Otherwise anyone could fill the cache with forged proofs (the gateway id is
+public) and lock every worker out with ``replay_cache_full`` (issue 18).
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ class ReplayCache:
             del self._expiry[key]
 
     def use(self, fingerprint: str, *, expires: float, now: float) -> None:
-        """Record a first use; CredentialError on a second use within the window."""
+        """Take the slot of a first use; CredentialError on a second use within the window
+        (or while the first is in flight); IdentityUnavailable when the cache is full."""
         with self._lock:
             self._forget_expired(now)
             if fingerprint in self._expiry:
@@ -46,3 +53,8 @@ class ReplayCache:
                 raise IdentityUnavailable("replay cache is full; refusing new proofs",
                                           code="replay_cache_full")
             self._expiry[fingerprint] = expires
+
+    def release(self, fingerprint: str) -> None:
+        """Give back the slot of a proof that was not accepted: it may be presented again."""
+        with self._lock:
+            self._expiry.pop(fingerprint, None)

@@ -9,20 +9,26 @@ on purpose.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import secrets
 import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.client import AwsIamCredentials, aws_iam_envelope, aws_iam_proof
 from gateway.client import connect as gateway_connect
 from gateway.dev.moto_sts import ACCOUNT, REGION, MotoSts
 from gateway.envelope import Scope, build_envelope
+from gateway.errors import GatewayError
+from gateway.identity.aws_sts import AwsIamSettings, StsVerifier
 from tests.integration.harness import Stack, Violations, assert_publish_scope, connect
 
 pytestmark = pytest.mark.integration
@@ -224,6 +230,11 @@ def _flip_signature(proof: dict[str, Any]) -> None:
     proof["headers"]["Authorization"] = auth[:-1] + ("0" if last != "0" else "1")
 
 
+def _in(**delta: float) -> str:
+    """An X-Amz-Date that far from now."""
+    return (datetime.now(UTC) + timedelta(**delta)).strftime("%Y%m%dT%H%M%SZ")
+
+
 def _unsign_gateway_id(proof: dict[str, Any]) -> None:
     proof["headers"]["Authorization"] = proof["headers"]["Authorization"].replace(
         ";x-nats-gateway-id", "")
@@ -242,6 +253,9 @@ TAMPERING = {
                          "wrong_gateway_id"),
     "stale-date": (lambda p: p["headers"].update({"X-Amz-Date": "20200101T000000Z"}),
                    "stale_aws_proof"),
+    # A forged proof dated 14 minutes ahead would stay "fresh" for 29 minutes.
+    "future-date": (lambda p: p["headers"].update({"X-Amz-Date": _in(minutes=14)}),
+                    "future_aws_proof"),
     "unknown-amz-header": (lambda p: p["headers"].update({"X-Amz-Target": "sts.AssumeRole"}),
                            "bad_aws_proof"),
 }
@@ -304,3 +318,158 @@ async def _records_direct(stack: Stack) -> list[Any]:
         return list(store.query(DecisionQuery(limit=1000)))
     finally:
         store.close()
+
+
+def _verifier(sts_url: str, http: httpx.AsyncClient, *, clock_offset: float = 0.0,
+              **settings: Any) -> StsVerifier:
+    """The gateway's own verifier, on its own clock (shifted to date proofs ahead)."""
+    config = AwsIamSettings(enabled=True, sts_endpoint=sts_url, region=REGION,
+                            gateway_id=GATEWAY_ID, allowed_accounts=(ACCOUNT,), **settings)
+    return StsVerifier(config, http, clock=lambda: time.time() + clock_offset)
+
+
+def _proof(sts_url: str, session: Any) -> str:
+    return aws_iam_proof(gateway_id=GATEWAY_ID, region=REGION, sts_endpoint=sts_url,
+                         session=session)
+
+
+async def _refusal(verifier: StsVerifier, proof: str) -> str:
+    with pytest.raises(GatewayError) as refused:
+        await verifier.verify(proof)
+    return refused.value.code
+
+
+async def test_a_proof_dated_ahead_is_accepted_only_within_the_clock_skew(
+        sts: MotoSts) -> None:
+    """Seen from a gateway clock 30 s (or 2 min) behind, a fresh proof is dated ahead."""
+    session = sts.role_session("airflow-prod-worker", "i-skew")
+    async with httpx.AsyncClient() as http:
+        late = _verifier(sts.url, http, clock_offset=-120)
+        assert await _refusal(late, _proof(sts.url, session)) == "future_aws_proof"
+        strict = _verifier(sts.url, http, clock_offset=-30, max_clock_skew_seconds=10)
+        assert await _refusal(strict, _proof(sts.url, session)) == "future_aws_proof"
+        skewed = _verifier(sts.url, http, clock_offset=-30)
+        identity = await skewed.verify(_proof(sts.url, session))  # STS accepts it too
+    assert (identity.subject, identity.claims["role_name"]) == ("i-skew", "airflow-prod-worker")
+
+
+async def _until(condition: Any, *, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def _forge(proof: dict[str, Any]) -> None:
+    """A random signature, as anyone can make: the gateway id is public."""
+    auth = proof["headers"]["Authorization"]
+    proof["headers"]["Authorization"] = auth[:-64] + secrets.token_hex(32)
+
+
+async def test_forged_proofs_cannot_fill_the_replay_cache(stack: Stack, sts: MotoSts) -> None:
+    """Issue 18: twice the cache's capacity in forged proofs, then a valid login."""
+    await _start(stack, sts.url, replay_cache_size=3)
+    try:
+        for n in range(6):
+            proof = json.loads(_proof(sts.url, sts.role_session("airflow-prod-worker", f"f{n}")))
+            _forge(proof)
+            if n == 5:  # dated ahead as well: refused before it could take a slot
+                proof["headers"]["X-Amz-Date"] = _in(minutes=14)
+            envelope = build_envelope("aws_iam", json.dumps(proof), Scope("etl", "load"))
+            with pytest.raises(Exception, match=r"[Aa]uthorization"):
+                await connect(stack.nats_url, envelope)
+        codes = [r["reason_code"] for r in await _records(stack, decision="deny")]
+        assert sorted(codes) == ["future_aws_proof"] + ["sts_rejected"] * 5
+        session = sts.role_session("airflow-prod-worker", "i-after-flood")
+        nc = await connect(stack.nats_url, _envelope(sts.url, session))
+        await nc.close()
+        assert len(await _records(stack, decision="grant")) == 1
+    finally:
+        assert stack.gateway is not None
+        await stack.gateway.stop()
+
+
+class _Gate(BaseHTTPRequestHandler):
+    """A pass-through to moto that holds each request until the test opens it, so a
+    proof can be kept in flight at (the real) STS."""
+
+    upstream = ""
+    arrived = 0
+    opened: threading.Event
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).arrived += 1
+        if not self.opened.wait(10):
+            return  # the test gave up; the client has long timed out
+        host, port = self.upstream.removeprefix("http://").split(":")
+        upstream = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            upstream.request("POST", "/", body, dict(self.headers.items()))
+            answer = upstream.getresponse()
+            content = answer.read()
+            self.send_response(answer.status)
+            for name in ("Content-Type", "Content-Length"):
+                if answer.getheader(name):
+                    self.send_header(name, str(answer.getheader(name)))
+            self.end_headers()
+            self.wfile.write(content)
+        finally:
+            upstream.close()
+
+
+@pytest.fixture
+def gate(sts: MotoSts) -> Iterator[tuple[str, type[_Gate]]]:
+    handler = type("Gate", (_Gate,), {"upstream": sts.url, "opened": threading.Event()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        handler.opened.set()
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_proof_in_flight_cannot_be_used_twice(
+        sts: MotoSts, gate: tuple[str, type[_Gate]]) -> None:
+    url, handler = gate
+    session = sts.role_session("airflow-prod-worker", "i-twice")
+    proof = _proof(url, session)
+    async with httpx.AsyncClient() as http:
+        verifier = _verifier(url, http, timeout_seconds=5)
+        first = asyncio.create_task(verifier.verify(proof))
+        await _until(lambda: handler.arrived == 1)  # the first copy is at STS
+        assert await _refusal(verifier, proof) == "replayed_aws_proof"
+        handler.opened.set()
+        identity = await first
+        assert await _refusal(verifier, proof) == "replayed_aws_proof"
+    assert identity.subject == "i-twice" and handler.arrived == 1
+
+
+async def test_a_proof_that_was_not_accepted_holds_no_slot(
+        sts: MotoSts, gate: tuple[str, type[_Gate]]) -> None:
+    """Timed out at STS, refused by STS, or abandoned: the proof used nothing up."""
+    url, handler = gate
+    session = sts.role_session("airflow-prod-worker", "i-retry")
+    async with httpx.AsyncClient() as http:
+        verifier = _verifier(url, http, timeout_seconds=0.2, replay_cache_size=1)
+        forged = json.loads(_proof(url, session))
+        _forge(forged)
+        timed_out, abandoned = _proof(url, session), _proof(url, session)
+        assert await _refusal(verifier, timed_out) == "sts_timeout"
+        cancelled = asyncio.create_task(verifier.verify(abandoned))
+        await _until(lambda: handler.arrived == 2)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        handler.opened.set()
+        assert await _refusal(verifier, json.dumps(forged)) == "sts_rejected"
+        assert await _refusal(verifier, json.dumps(forged)) == "sts_rejected"  # not replayed
+        identity = await verifier.verify(timed_out)  # a cache of one: every slot came back
+    assert identity.subject == "i-retry"

@@ -101,11 +101,72 @@ def test_duplicate_headers_even_by_case_are_refused() -> None:
         _check(duplicated)
 
 
-@pytest.mark.parametrize("skew", [timedelta(minutes=16), timedelta(minutes=-16)])
-def test_outside_the_signing_window(skew: timedelta) -> None:
+@pytest.mark.parametrize("skew,code", [(timedelta(minutes=16), "stale_aws_proof"),
+                                        (timedelta(minutes=-16), "future_aws_proof")])
+def test_outside_the_signing_window(skew: timedelta, code: str) -> None:
     with pytest.raises(CredentialError) as refused:
         _check(_proof(), now=datetime.now(UTC) + skew)
-    assert refused.value.code == "stale_aws_proof"
+    assert refused.value.code == code
+
+
+def test_a_proof_dated_in_the_future_is_clock_skew_at_most() -> None:
+    """A worker clock 30 s ahead is skew; 2 minutes ahead is not (a forged proof dated
+    14 minutes ahead would otherwise hold a replay-cache slot for 29 minutes)."""
+    proof = _proof()
+    signed = datetime.strptime(proof["headers"]["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=UTC)
+    assert _check(proof, now=signed - timedelta(seconds=30)).signed_at == signed
+    with pytest.raises(CredentialError) as refused:
+        _check(proof, now=signed - timedelta(minutes=2))
+    assert refused.value.code == "future_aws_proof"
+    assert refused.value.description == ("aws proof is dated more than 60 s in the future "
+                                         "(x-amz-date)")
+    with pytest.raises(CredentialError, match="more than 10 s in the future"):
+        check_proof(json.dumps(proof), gateway_id="gw-prod", host=HOST,
+                    now=signed - timedelta(seconds=30), max_clock_skew_seconds=10)
+    assert _check(proof, now=signed + timedelta(minutes=14)).signed_at == signed  # past: 15 min
+
+
+def _many_keys(count: int) -> str:
+    """A proof whose `headers` has `count` distinct keys; the text is cut short, so only
+    a refusal made before parsing can name the key count."""
+    keys = ",".join(f'"{n:x}":0' for n in range(count))
+    return '{"body":"","headers":{' + keys
+
+
+@pytest.mark.parametrize("text,message", [
+    pytest.param(_many_keys(1000), "more than 44 `:` (too many keys)", id="1000-keys"),
+    pytest.param(_many_keys(45), "more than 44 `:` (too many keys)", id="45-keys"),
+    pytest.param('{"headers":' + "[" * 3000, "more than 2 objects or arrays (nested too deep)",
+                 id="deep-arrays"),
+    pytest.param('{"headers":{"a":{"b":""}}', "more than 2 objects or arrays (nested too deep)",
+                 id="three-objects"),
+    pytest.param('{"body":"' + "a" * 8200, "longer than 8192 characters", id="too-long"),
+])
+def test_hostile_shapes_are_refused_before_parsing(text: str, message: str) -> None:
+    assert len(text) < 8192 or "longer" in message  # so the cap named is the one hit
+    with pytest.raises(CredentialError) as refused:
+        _check(text)
+    assert refused.value.code == "oversized_aws_proof"
+    assert refused.value.description == f"aws proof: {message}"
+
+
+def test_an_object_with_more_keys_than_a_proof_can_have_is_refused() -> None:
+    proof = _proof()
+    proof["headers"].update({f"X-Extra-{n}": "" for n in range(12 - len(proof["headers"]))})
+    with pytest.raises(CredentialError) as refused:
+        _check(proof)
+    assert refused.value.code == "oversized_aws_proof"
+    assert refused.value.description == "aws proof: an object has more than 11 keys"
+
+
+def test_a_hostile_header_name_is_not_echoed() -> None:
+    proof = _proof(**{"X-" + "\n`" * 500: "x"})
+    with pytest.raises(CredentialError) as refused:
+        _check(proof)
+    description = refused.value.description
+    assert len(description) < 100 and "\n" not in description
+    assert description.startswith("aws proof: header `x-????")
 
 
 @pytest.mark.parametrize("text", ["", "[]", "{", '{"headers": [], "body": ""}', "1" * 10])

@@ -67,6 +67,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "aws.timeout_seconds": (0.5, 0.7),
     "aws.max_identity_seconds": (600, 1200),
     "aws.replay_cache_size": (10, 20),
+    "aws.max_clock_skew_seconds": (30, 45),
     "oidc.identity_timeout_seconds": (0.9, 1.5),
     "oidc.token_cache_size": (0, 50),
     "oidc.issuers[].name": ("f", "e"),
