@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from gateway.api.deps import Auditor, Store
+from gateway.api.params import DecisionId, Filter, When
 from gateway.audit.record import AuditRecord
 from gateway.audit.store import DecisionQuery, decode_cursor, encode_cursor
 
@@ -103,10 +104,10 @@ Decision = Literal["grant", "deny"]
 @router.get("", response_model=DecisionList)
 def list_grants(
     store: Store, _: Auditor,
-    dag: str | None = None, task: str | None = None, run: str | None = None,
-    decision: Decision | None = None, method: str | None = None,
-    principal: str | None = None, policy: str | None = None,
-    since: datetime | None = None, until: datetime | None = None,
+    dag: Filter = None, task: Filter = None, run: Filter = None,
+    decision: Decision | None = None, method: Filter = None,
+    principal: Filter = None, policy: Filter = None,
+    since: When = None, until: When = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> DecisionList:
@@ -150,10 +151,10 @@ def _json_lines(records: Iterator[AuditRecord]) -> Iterator[str]:
 @router.get("/export")
 def export_grants(
     store: Store, _: Auditor, format: Literal["csv", "jsonl"] = "jsonl",
-    dag: str | None = None, task: str | None = None, run: str | None = None,
-    decision: Decision | None = None, method: str | None = None,
-    principal: str | None = None, policy: str | None = None,
-    since: datetime | None = None, until: datetime | None = None,
+    dag: Filter = None, task: Filter = None, run: Filter = None,
+    decision: Decision | None = None, method: Filter = None,
+    principal: Filter = None, policy: Filter = None,
+    since: When = None, until: When = None,
 ) -> StreamingResponse:
     """Every matching decision, streamed (no size limit, constant memory)."""
     records = store.iterate(_query(dag, task, run, decision, method, principal, policy,
@@ -168,9 +169,9 @@ def export_grants(
 @router.get("/summary", response_model=Summary)
 def summarise(
     store: Store, _: Auditor,
-    dag: str | None = None, task: str | None = None, decision: Decision | None = None,
-    method: str | None = None, principal: str | None = None, policy: str | None = None,
-    since: datetime | None = None, until: datetime | None = None,
+    dag: Filter = None, task: Filter = None, decision: Decision | None = None,
+    method: Filter = None, principal: Filter = None, policy: Filter = None,
+    since: When = None, until: When = None,
 ) -> Summary:
     """Counts per day (UTC), DAG, task and decision."""
     rows = store.summary(_query(dag, task, None, decision, method, principal, policy, since,
@@ -179,7 +180,7 @@ def summarise(
 
 
 @router.get("/{decision_id}", response_model=DecisionOut)
-def get_grant(decision_id: str, store: Store, _: Auditor) -> DecisionOut:
+def get_grant(decision_id: DecisionId, store: Store, _: Auditor) -> DecisionOut:
     record = store.get(decision_id)
     if record is None:
         raise HTTPException(404, f"no decision `{json.dumps(decision_id[:64])}`")
