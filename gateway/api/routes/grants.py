@@ -3,8 +3,7 @@ streaming export (CSV, JSON Lines) and a per-day summary. Role: auditor."""
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from gateway.api.csv_export import csv_lines
 from gateway.api.deps import Auditor, Store
 from gateway.api.params import DecisionId, Filter, When
 from gateway.audit.record import AuditRecord
@@ -121,26 +121,11 @@ def list_grants(
         else encode_cursor(page.next_before_seq))
 
 
-_CSV_FIELDS = ["decision_id", "decided_at", "decision", "reason_code", "reason", "method",
-               "principal", "identity_fingerprint", "dag_id", "task_id", "run_id",
-               "client_host", "client_id", "client_name", "client_lang", "client_version",
-               "server_id", "server_name", "user_nkey", "permissions", "expires_at",
-               "policy_ids", "policy_set_hash", "gateway_instance", "latency_ms", "chain_seq",
-               "record_hash"]
-
-
-def _csv_lines(records: Iterator[AuditRecord]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for record in records:
-        row = record.as_row()
-        row["decided_at"] = datetime.fromtimestamp(record.decided_at, UTC).isoformat()
-        writer.writerow(row)
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    yield buffer.getvalue()
+def _started(records: Iterator[AuditRecord]) -> Iterator[AuditRecord]:
+    """Run the export's first query before the response starts: once a 200 is sent, a
+    failing query can only cut the stream short, which reads like a complete export."""
+    first = next(records, None)
+    return iter(()) if first is None else itertools.chain([first], records)
 
 
 def _json_lines(records: Iterator[AuditRecord]) -> Iterator[str]:
@@ -157,10 +142,10 @@ def export_grants(
     since: When = None, until: When = None,
 ) -> StreamingResponse:
     """Every matching decision, streamed (no size limit, constant memory)."""
-    records = store.iterate(_query(dag, task, run, decision, method, principal, policy,
-                                   since, until))
+    records = _started(store.iterate(_query(dag, task, run, decision, method, principal,
+                                            policy, since, until)))
     if format == "csv":
-        return StreamingResponse(_csv_lines(records), media_type="text/csv",
+        return StreamingResponse(csv_lines(records), media_type="text/csv",
                                  headers={"Content-Disposition": "attachment; "
                                           "filename=decisions.csv"})
     return StreamingResponse(_json_lines(records), media_type="application/x-ndjson")
