@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+_API_INPUT = "tests/integration/test_audit_api_input.py"
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,45 @@ EXPERIMENTS = [
                "            self._replay.release(slot)", "            pass",
                ["tests/integration/test_aws_iam.py", "-k",
                 "fill_the_replay_cache or holds_no_slot"]),
+    Experiment("CSV export: cells that start like a formula get a leading quote (OWASP)",
+               "gateway/api/csv_export.py",
+               "if isinstance(value, str) and value.startswith(FORMULA_STARTS):",
+               "if False:",
+               [_API_INPUT, "tests/integration/test_audit_api.py", "-k", "formula"]),
+    Experiment("API: a cursor past a 64-bit position is refused (400, not a driver overflow)",
+               "gateway/audit/store.py",
+               "    if seq > MAX_CURSOR_SEQ:", "    if False:",
+               [_API_INPUT, "-k", "cursor"]),
+    Experiment("store: a cursor past the seq column's range matches every row (PostgreSQL)",
+               "gateway/audit/store.py",
+               "if q.before_seq is not None and q.before_seq <= self._seq_max:",
+               "if q.before_seq is not None:",
+               [_API_INPUT, "-k", "largest_cursor"]),
+    Experiment("API: a NUL in a filter or decision id is refused before the database",
+               "gateway/api/params.py",
+               'if value is not None and "\\0" in value:', "if False:",
+               [_API_INPUT, "-k", "nul"]),
+    Experiment("API: filters are bounded in length",
+               "gateway/api/params.py",
+               "Query(max_length=MAX_FILTER)", "Query()",
+               [_API_INPUT, "-k", "filter-too-long"]),
+    Experiment("API: a time without a zone is UTC (no local-time overflow at year 1)",
+               "gateway/api/params.py",
+               "if value is not None and value.tzinfo is None:", "if False:",
+               [_API_INPUT, "-k", "edges or without_a_zone"]),
+    Experiment("API: a validation error echoes a bounded, escaped piece of the input",
+               "gateway/api/app.py",
+               "app.add_exception_handler(RequestValidationError, validation_problem)",
+               "(lambda *_: None)(RequestValidationError, validation_problem)",
+               [_API_INPUT, "-k", "bounded or hostile_value"]),
+    Experiment("API: purge refuses a number of days past a century",
+               "gateway/api/routes/audit.py",
+               "Query(ge=1, le=MAX_PURGE_DAYS)", "Query(ge=1)",
+               [_API_INPUT, "-k", "purge"]),
+    Experiment("API: an export runs its first query before the 200 is sent",
+               "gateway/api/routes/grants.py",
+               "records = _started(store.iterate(", "records = (store.iterate(",
+               [_API_INPUT, "-k", "export_whose_query_fails"]),
 ]
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 
 from gateway.api.auth import ApiAuthenticator
+from gateway.api.problems import validation_problem
 from gateway.api.routes import audit, grants, health
 from gateway.api.routes import policies as policy_routes
 from gateway.audit.chain import CheckpointSigner
@@ -36,6 +38,7 @@ def create_app(store: AuditStore, *, authenticator: ApiAuthenticator, policies: 
     app.state.trusted_checkpoint_keys = trusted_checkpoint_keys
     app.state.readiness = readiness
     app.state.metrics = metrics
+    app.add_exception_handler(RequestValidationError, validation_problem)  # type: ignore[arg-type]
     app.include_router(health.router)
     app.include_router(grants.router)
     app.include_router(audit.router)

@@ -36,8 +36,8 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.schema import audit_meta, checkpoints, decisions
 from gateway.errors import AuditUnavailable
 
-__all__ = ["Appender", "AuditStore", "CheckpointRow", "DecisionPage", "DecisionQuery",
-           "decode_cursor", "encode_cursor"]
+__all__ = ["MAX_CURSOR_SEQ", "Appender", "AuditStore", "CheckpointRow", "DecisionPage",
+           "DecisionQuery", "decode_cursor", "encode_cursor"]
 
 
 log = logging.getLogger(__name__)
@@ -83,16 +83,31 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
 
 
+# The largest position a cursor may name: no store numbers past a signed 64-bit integer,
+# and drivers refuse a larger one with an overflow error rather than match no rows.
+MAX_CURSOR_SEQ = 2**63 - 1
+# The largest `seq` each store's column holds: INTEGER is 32-bit on PostgreSQL, 64-bit
+# on SQLite.
+_SEQ_MAX = {"postgresql": 2**31 - 1}
+_MAX_CURSOR = 32  # characters: encode_cursor(MAX_CURSOR_SEQ) is 31
+
+
 def decode_cursor(cursor: str) -> int:
     """The position a cursor stands for; ValueError for anything we did not issue."""
+    if len(cursor) > _MAX_CURSOR:
+        raise ValueError("invalid cursor")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except (ValueError, UnicodeDecodeError):
         raise ValueError("invalid cursor") from None
     kind, _, number = raw.partition(":")
+    # Decoded as ASCII: isdigit() alone also takes superscripts and other scripts' digits.
     if kind != "seq" or not number.isdigit():
         raise ValueError("invalid cursor")
-    return int(number)
+    seq = int(number)
+    if seq > MAX_CURSOR_SEQ:
+        raise ValueError("invalid cursor")
+    return seq
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -189,6 +204,7 @@ class AuditStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = _engine(url)
+        self._seq_max = _SEQ_MAX.get(self.backend, MAX_CURSOR_SEQ)
 
     @property
     def backend(self) -> str:
@@ -237,7 +253,9 @@ class AuditStore:
             stmt = stmt.where(decisions.c.decided_at >= q.since)
         if q.until is not None:
             stmt = stmt.where(decisions.c.decided_at < q.until)
-        if q.before_seq is not None:
+        # `seq < before` with a `before` past the column's range holds for every row; the
+        # driver would refuse the number instead of answering that.
+        if q.before_seq is not None and q.before_seq <= self._seq_max:
             stmt = stmt.where(decisions.c.seq < q.before_seq)
         return stmt
 

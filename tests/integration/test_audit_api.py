@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from nats.aio.client import Client
 
 from gateway.api.auth import token_digest
 from gateway.client import oidc_envelope
@@ -138,6 +139,24 @@ async def test_exports_stream_every_record_as_csv_and_json_lines(
     lines = [json.loads(line) for line in as_jsonl.text.splitlines()]
     assert as_jsonl.headers["content-type"].startswith("application/x-ndjson")
     assert len(lines) == 3 and {line["decision"] for line in lines} == {"deny"}
+
+
+async def test_a_connect_name_that_is_a_formula_is_exported_as_text(
+        api_stack: tuple[Stack, str]) -> None:
+    stack, _ = api_stack
+    formula = '=HYPERLINK("http://x","y")'
+    nc = Client()
+    await nc.connect(stack.nats_url, name=formula, allow_reconnect=False,
+                     max_reconnect_attempts=0, connect_timeout=5,
+                     token=oidc_envelope(stack.token(), dag_id="etl", task_id="load"))
+    await nc.close()
+    async with _client(stack, stack.admin_token) as api:
+        as_csv = await api.get("/v1/grants/export", params={"format": "csv"})
+        as_jsonl = await api.get("/v1/grants/export", params={"format": "jsonl"})
+    names = [r["client_name"] for r in csv.DictReader(io.StringIO(as_csv.text, newline=""))]
+    assert names.count(f"'{formula}") == 1 and formula not in names
+    raw = [json.loads(line)["client"]["name"] for line in as_jsonl.text.splitlines()]
+    assert raw.count(formula) == 1
 
 
 async def test_summary_counts_per_day_dag_task_and_decision(

@@ -14,6 +14,10 @@ from gateway.audit.verify import verify_store
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
+# A century: more is "keep everything", and a number of days too large for a float of
+# seconds would fail in the cutoff's arithmetic rather than be refused.
+MAX_PURGE_DAYS = 36500
+
 
 @router.get("/verify")
 def verify(store: Store, request: Request, _: Auditor) -> dict[str, Any]:
@@ -24,7 +28,7 @@ def verify(store: Store, request: Request, _: Auditor) -> dict[str, Any]:
 
 @router.post("/purge")
 def purge_old(store: Store, request: Request, caller: Admin,
-              older_than_days: Annotated[int, Query(ge=1)]) -> dict[str, Any]:
+              older_than_days: Annotated[int, Query(ge=1, le=MAX_PURGE_DAYS)]) -> dict[str, Any]:
     """Delete records older than N days, leaving a signed purge anchor per chain."""
     signer: CheckpointSigner | None = request.app.state.checkpoint_signer
     if signer is None:

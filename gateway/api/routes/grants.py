@@ -3,8 +3,7 @@ streaming export (CSV, JSON Lines) and a per-day summary. Role: auditor."""
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,7 +13,9 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from gateway.api.csv_export import csv_lines
 from gateway.api.deps import Auditor, Store
+from gateway.api.params import DecisionId, Filter, When
 from gateway.audit.record import AuditRecord
 from gateway.audit.store import DecisionQuery, decode_cursor, encode_cursor
 
@@ -103,10 +104,10 @@ Decision = Literal["grant", "deny"]
 @router.get("", response_model=DecisionList)
 def list_grants(
     store: Store, _: Auditor,
-    dag: str | None = None, task: str | None = None, run: str | None = None,
-    decision: Decision | None = None, method: str | None = None,
-    principal: str | None = None, policy: str | None = None,
-    since: datetime | None = None, until: datetime | None = None,
+    dag: Filter = None, task: Filter = None, run: Filter = None,
+    decision: Decision | None = None, method: Filter = None,
+    principal: Filter = None, policy: Filter = None,
+    since: When = None, until: When = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> DecisionList:
@@ -120,26 +121,11 @@ def list_grants(
         else encode_cursor(page.next_before_seq))
 
 
-_CSV_FIELDS = ["decision_id", "decided_at", "decision", "reason_code", "reason", "method",
-               "principal", "identity_fingerprint", "dag_id", "task_id", "run_id",
-               "client_host", "client_id", "client_name", "client_lang", "client_version",
-               "server_id", "server_name", "user_nkey", "permissions", "expires_at",
-               "policy_ids", "policy_set_hash", "gateway_instance", "latency_ms", "chain_seq",
-               "record_hash"]
-
-
-def _csv_lines(records: Iterator[AuditRecord]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for record in records:
-        row = record.as_row()
-        row["decided_at"] = datetime.fromtimestamp(record.decided_at, UTC).isoformat()
-        writer.writerow(row)
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    yield buffer.getvalue()
+def _started(records: Iterator[AuditRecord]) -> Iterator[AuditRecord]:
+    """Run the export's first query before the response starts: once a 200 is sent, a
+    failing query can only cut the stream short, which reads like a complete export."""
+    first = next(records, None)
+    return iter(()) if first is None else itertools.chain([first], records)
 
 
 def _json_lines(records: Iterator[AuditRecord]) -> Iterator[str]:
@@ -150,16 +136,16 @@ def _json_lines(records: Iterator[AuditRecord]) -> Iterator[str]:
 @router.get("/export")
 def export_grants(
     store: Store, _: Auditor, format: Literal["csv", "jsonl"] = "jsonl",
-    dag: str | None = None, task: str | None = None, run: str | None = None,
-    decision: Decision | None = None, method: str | None = None,
-    principal: str | None = None, policy: str | None = None,
-    since: datetime | None = None, until: datetime | None = None,
+    dag: Filter = None, task: Filter = None, run: Filter = None,
+    decision: Decision | None = None, method: Filter = None,
+    principal: Filter = None, policy: Filter = None,
+    since: When = None, until: When = None,
 ) -> StreamingResponse:
     """Every matching decision, streamed (no size limit, constant memory)."""
-    records = store.iterate(_query(dag, task, run, decision, method, principal, policy,
-                                   since, until))
+    records = _started(store.iterate(_query(dag, task, run, decision, method, principal,
+                                            policy, since, until)))
     if format == "csv":
-        return StreamingResponse(_csv_lines(records), media_type="text/csv",
+        return StreamingResponse(csv_lines(records), media_type="text/csv",
                                  headers={"Content-Disposition": "attachment; "
                                           "filename=decisions.csv"})
     return StreamingResponse(_json_lines(records), media_type="application/x-ndjson")
@@ -168,9 +154,9 @@ def export_grants(
 @router.get("/summary", response_model=Summary)
 def summarise(
     store: Store, _: Auditor,
-    dag: str | None = None, task: str | None = None, decision: Decision | None = None,
-    method: str | None = None, principal: str | None = None, policy: str | None = None,
-    since: datetime | None = None, until: datetime | None = None,
+    dag: Filter = None, task: Filter = None, decision: Decision | None = None,
+    method: Filter = None, principal: Filter = None, policy: Filter = None,
+    since: When = None, until: When = None,
 ) -> Summary:
     """Counts per day (UTC), DAG, task and decision."""
     rows = store.summary(_query(dag, task, None, decision, method, principal, policy, since,
@@ -179,7 +165,7 @@ def summarise(
 
 
 @router.get("/{decision_id}", response_model=DecisionOut)
-def get_grant(decision_id: str, store: Store, _: Auditor) -> DecisionOut:
+def get_grant(decision_id: DecisionId, store: Store, _: Auditor) -> DecisionOut:
     record = store.get(decision_id)
     if record is None:
         raise HTTPException(404, f"no decision `{json.dumps(decision_id[:64])}`")
