@@ -84,6 +84,16 @@ class Stack:
     process: subprocess.Popen[bytes]
     keys: Path
 
+    log: Path | None = None  # the responder's stderr
+
+    def unrecorded_decisions(self) -> int:
+        """Decisions answered whose record never reached the store, as the gateway logs
+        them (`deny … could not be audited`, a `reply_failed` record not written)."""
+        if self.log is None or not self.log.exists():
+            return 0
+        text = self.log.read_text(errors="replace")
+        return text.count("could not be audited") + text.count("could not be written")
+
     def responder_pids(self) -> list[int]:
         """The processes answering callouts: the responder, or its `--workers` children."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
@@ -133,9 +143,11 @@ def callout_stack(tmp: Path, responder: list[str] | None = None, *, extra_toml: 
             toml = gateway_toml(tmp, server.url, keys,
                                 audit_url or f"sqlite:///{tmp / 'audit.db'}", extra_toml)
             command = [*serve, "--config", str(toml), "--workers", str(workers)]
-        proc = subprocess.Popen(command)
-        try:
-            yield Stack(server.url, server, proc, keys)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+        log = tmp / "responder.log"
+        with log.open("wb") as stderr:
+            proc = subprocess.Popen(command, stderr=stderr)
+            try:
+                yield Stack(server.url, server, proc, keys, log)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)

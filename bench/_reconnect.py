@@ -43,6 +43,7 @@ class ReconnectResult:
     deny_records: int
     grant_records: int
     clients_without_grant_record: int
+    unrecorded_decisions: int
     closed_for_good: int
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -93,8 +94,9 @@ def _client_process(url: str, token: str, names: list[str], conn: Connection) ->
 
 
 def reconnect_storm(url: str, token: str, restart: Any, audit_url: str, *, clients: int,
-                    processes: int) -> ReconnectResult:
-    """``restart()`` restarts nats-server; ``token`` is the workers' OIDC token."""
+                    processes: int, unrecorded: Any = lambda: 0) -> ReconnectResult:
+    """``restart()`` restarts nats-server; ``token`` is the workers' OIDC token;
+    ``unrecorded()`` counts the decisions the gateway answered but could not record."""
     context = multiprocessing.get_context("spawn")
     names = [f"c{p}-{i}" for p in range(processes) for i in range(clients // processes)]
     pipes, procs = [], []
@@ -131,7 +133,7 @@ def reconnect_storm(url: str, token: str, restart: Any, audit_url: str, *, clien
         all_back_seconds=times[-1] if times else float("nan"),
         p50_seconds=percentile(times, 0.5), p99_seconds=percentile(times, 0.99),
         retried_auth_errors=auth_errors, deny_records=denies, grant_records=grants,
-        clients_without_grant_record=missing,
+        clients_without_grant_record=missing, unrecorded_decisions=unrecorded(),
         closed_for_good=sum(n for e, n in errors.items() if e.startswith("CLOSED")),
         errors=errors)
 

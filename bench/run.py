@@ -129,7 +129,8 @@ def run_reconnect(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> 
         token = issuer.mint(subject="bench-worker", audience="nats-gateway", lifetime=3600)
         result = reconnect_storm(system.url, token, system.stack.server.restart,
                                  system.audit_url, clients=args.reconnect_clients,
-                                 processes=args.reconnect_processes)
+                                 processes=args.reconnect_processes,
+                                 unrecorded=system.stack.unrecorded_decisions)
     print(json.dumps({k: v for k, v in asdict(result).items() if k != "errors"}), flush=True)
     for error, count in result.errors.most_common(4):
         print(f"  client error x{count}: {error}", flush=True)
@@ -202,6 +203,9 @@ def verdicts(rows: list[Row], paired: list[PairedRound], reconnect: ReconnectRes
              f"{r.clients_without_grant_record} clients back without a grant record; "
              f"{r.grant_records} grant records for {r.back} reconnections",
              r.clients_without_grant_record == 0)
+        line("reconnect storm: every decision recorded",
+             f"{r.unrecorded_decisions} decisions answered but not recorded",
+             r.unrecorded_decisions == 0)
     if memory:
         last = memory.samples[-1][1]
         half = memory.samples[len(memory.samples) // 2][1]
@@ -228,11 +232,12 @@ def floor_note(rows: list[Row], floor: CommitFloor) -> str:
 def reconnect_table(r: ReconnectResult) -> str:
     return "\n".join([
         "| clients | back | time until all back s | p50 s | p99 s | auth errors retried | "
-        "deny records | grant records | reconnected without a record |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "deny records | grant records | reconnected without a record | unrecorded decisions |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {r.clients} | {r.back} | {r.all_back_seconds:.1f} | {r.p50_seconds:.1f} | "
         f"{r.p99_seconds:.1f} | {r.retried_auth_errors} | {r.deny_records} | "
-        f"{r.grant_records} | {r.clients_without_grant_record} |"])
+        f"{r.grant_records} | {r.clients_without_grant_record} | "
+        f"{r.unrecorded_decisions} |"])
 
 
 def memory_table(m: MemoryResult) -> str:

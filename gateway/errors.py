@@ -45,7 +45,8 @@ class GatewayError(Exception):
     code: str = "internal_error"
 
     def __init__(self, description: str, *, code: str | None = None) -> None:
-        description = safe_text(description, MAX_DESCRIPTION)
+        # Quoted values may already be escaped at their own edge: not a second time.
+        description = safe_text(description, MAX_DESCRIPTION, backslash=False)
         super().__init__(description)
         self.description = description
         if code is not None:

@@ -38,18 +38,21 @@ def _piece(char: str, *, backslash: bool = True) -> str:
     return f"\\U{code:08x}"
 
 
-def safe_text(value: object, limit: int) -> str:
+def safe_text(value: object, limit: int, *, backslash: bool = True) -> str:
     """``value`` as printable, valid text of at most ``limit`` characters (``limit`` of
     at least 24, so the cut marker fits).
 
     Non-strings (a JSON number or object where a string was expected) are shown by their
-    ``repr``. Plain short ASCII, the common case, is returned as it is, without copying."""
+    ``repr``. Plain short ASCII, the common case, is returned as it is, without copying.
+    ``backslash=False`` leaves backslashes alone, for text that may quote values already
+    made safe (an error description): escaping them again would double their escapes."""
     text = value if isinstance(value, str) else repr(value)
-    if len(text) <= limit and text.isascii() and text.isprintable() and "\\" not in text:
+    if len(text) <= limit and text.isascii() and text.isprintable() and (
+            not backslash or "\\" not in text):
         return text
     # Escaping only lengthens, so no more than limit + 1 characters can matter: a 30 KB
     # value costs no more than its bound.
-    pieces = [_piece(char) for char in text[: limit + 1]]
+    pieces = [_piece(char, backslash=backslash) for char in text[: limit + 1]]
     if len(text) <= limit and sum(map(len, pieces)) <= limit:
         return "".join(pieces)
     # Cut between escapes, never inside one; the marker counts the input characters

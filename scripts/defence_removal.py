@@ -1,6 +1,6 @@
 """Remove one defence at a time and check that its catalogue test fails (docs/security.md).
 
-    .venv/bin/python scripts/defence_removal.py
+    .venv/bin/python scripts/defence_removal.py [WORDS]   # WORDS: only defences naming them
 
 Each experiment patches one line of the gateway, runs the tests that guard it, expects
 them to FAIL, and restores the file (even on interrupt). A defence whose tests still
@@ -169,6 +169,43 @@ EXPERIMENTS = [
                "gateway/api/routes/grants.py",
                "records = _started(store.iterate(", "records = (store.iterate(",
                [_API_INPUT, "-k", "export_whose_query_fails"]),
+    Experiment("untrusted client text is bounded and escaped at the edge (issue 18)",
+               "gateway/untrusted.py",
+               "    text = value if isinstance(value, str) else repr(value)\n",
+               "    text = value if isinstance(value, str) else repr(value)\n    return text\n",
+               ["tests/integration/test_hostile_input.py", "tests/unit/test_untrusted.py"]),
+    Experiment("every error description is made safe (it quotes client text)",
+               "gateway/errors.py",
+               "        description = safe_text(description, MAX_DESCRIPTION, backslash=False)\n",
+               "",
+               ["tests/unit/test_untrusted.py", "tests/integration/test_handler_order.py",
+                "-k", "description or lone_surrogate"]),
+    Experiment("a text log line stays one line",
+               "gateway/logs.py",
+               "        record.message = safe_line(record.message)\n", "",
+               ["tests/unit/test_untrusted.py", "-k", "log_line"]),
+    Experiment("a batch the store refuses is retried record by record",
+               "gateway/audit/writer.py",
+               "        elif len(live) > 1 and not _store_down(error):", "        elif False:",
+               ["tests/integration/test_audit_writer_faults.py", "-k", "one_bad_record"]),
+    Experiment("a late deny is written, marked late, not dropped",
+               "gateway/audit/writer.py",
+               '            elif record.decision == "grant":', "            elif True:",
+               ["tests/integration/test_audit_writer_faults.py", "-k", "late"]),
+    Experiment("a grant whose answer could not be sent gets a reply_failed record",
+               "gateway/callout/handler.py",
+               "            if answer.granted:", "            if False:",
+               ["tests/integration/test_handler_order.py", "-k", "reply_failed"]),
+    Experiment("the deny path cannot raise: any sink failure still answers",
+               "gateway/callout/handler.py",
+               "        except Exception as exc:\n            # Still a deny",
+               "        except GatewayError as exc:\n            # Still a deny",
+               ["tests/integration/test_handler_order.py", "-k", "whatever_the_audit_sink"]),
+    Experiment("shutdown answers the decisions in flight before closing",
+               "gateway/callout/service.py",
+               "            await asyncio.wait_for(self._idle.wait(), timeout)",
+               "            await asyncio.wait_for(self._idle.wait(), 0)",
+               ["tests/integration/test_processes.py", "-k", "sigterm"]),
 ]
 
 
@@ -188,9 +225,10 @@ def run(experiment: Experiment) -> bool:
     return result.returncode != 0
 
 
-def main() -> int:
+def main(only: str = "") -> int:
+    """Run every experiment, or those whose defence mentions ``only``."""
     unguarded = []
-    for experiment in EXPERIMENTS:
+    for experiment in [e for e in EXPERIMENTS if only in e.defence]:
         caught = run(experiment)
         print(f"{'caught   ' if caught else 'UNGUARDED'}  {experiment.defence}", flush=True)
         if not caught:
@@ -199,4 +237,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(" ".join(sys.argv[1:])))

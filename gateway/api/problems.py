@@ -1,8 +1,9 @@
 """How the API refuses a malformed request: 422, one message per bad parameter.
 
 FastAPI's own answer echoes every input whole, so a 60 kB filter came back as 60 kB of
-error. Here the input is cut to :data:`MAX_ECHO` characters and JSON-escaped (NUL and
-control characters as ``\\u0000``), and each message follows the house style.
+error. Here the input is cut to :data:`MAX_ECHO` characters and escaped as all client
+text is (gateway/untrusted.py: NUL as ``\\x00``), and each message follows the house
+style.
 
     {"detail": "invalid query parameter `limit`: input should be less than or equal to 1000",
      "errors": [{"in": "query", "name": "limit", "problem": "...", "got": "5000"}]}
@@ -18,6 +19,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from gateway.untrusted import safe_text
+
 __all__ = ["MAX_ECHO", "bounded", "validation_problem"]
 
 MAX_ECHO = 100
@@ -30,8 +33,7 @@ _PLACES = {"query": "query parameter", "path": "path parameter", "body": "body f
 def bounded(value: object) -> str:
     """``value`` as at most :data:`MAX_ECHO` characters, escaped: safe to echo."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    escaped = json.dumps(text[:MAX_ECHO])[1:-1]
-    return escaped if len(text) <= MAX_ECHO else f"{escaped}... ({len(text)} characters)"
+    return safe_text(text, MAX_ECHO)
 
 
 def _problem(error: dict[str, Any]) -> dict[str, str]:

@@ -52,6 +52,7 @@ class DecisionQuery:
     method: str | None = None
     principal: str | None = None
     policy_id: str | None = None
+    reason_code: str | None = None
     since: float | None = None
     until: float | None = None
     before_seq: int | None = None
@@ -243,6 +244,7 @@ class AuditStore:
             (decisions.c.dag_id, q.dag_id), (decisions.c.task_id, q.task_id),
             (decisions.c.run_id, q.run_id), (decisions.c.decision, q.decision),
             (decisions.c.method, q.method), (decisions.c.principal, q.principal),
+            (decisions.c.reason_code, q.reason_code),
         ):
             if value is not None:
                 stmt = stmt.where(column == value)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import CredentialError
+from gateway.untrusted import safe_text
 
 __all__ = ["GATEWAY_ID_HEADER", "MAX_CLOCK_SKEW_SECONDS", "NONCE_HEADER", "STS_BODY",
            "CheckedProof", "check_proof"]
@@ -82,9 +83,8 @@ def _refuse(message: str) -> CredentialError:
 
 
 def _shown(name: str) -> str:
-    """Attacker text fit for a one-line message: 40 printable ASCII characters at most."""
-    return "".join(c if c.isascii() and c.isprintable() and c != "`" else "?"
-                   for c in name[:40])
+    """Attacker text fit for a one-line message: short, escaped (gateway/untrusted.py)."""
+    return safe_text(name, 40)
 
 
 def _oversized(message: str) -> CredentialError:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from gateway.errors import ConfigError
 from gateway.policy.model import Policy, PolicyFile
+from gateway.untrusted import safe_text
 
 __all__ = ["PolicyLoadError", "PolicySet", "SubjectKey", "load_policy_dir", "load_policy_text"]
 
@@ -72,8 +73,7 @@ def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:
 
 def _shown(key: str) -> str:
     """A key as one short, printable line for a message."""
-    escaped = key.encode("unicode_escape").decode("ascii")
-    return escaped if len(escaped) <= 60 else escaped[:57] + "..."
+    return safe_text(key, 60)
 
 
 def _duplicate_keys(root: yaml.Node | None, name: str) -> list[str]:

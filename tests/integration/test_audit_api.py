@@ -75,6 +75,8 @@ async def test_every_filter(api_stack: tuple[Stack, str]) -> None:
         ({"method": "oidc"}, 7), ({"method": "aws_iam"}, 0), ({"principal": principal}, 7),
         ({"principal": "nobody"}, 0), ({"policy": "etl-workers"}, 4), ({"policy": "etl"}, 0),
         ({"dag": "etl", "task": "load", "decision": "grant"}, 3),
+        ({"reason": "granted"}, 4), ({"reason": "no_matching_policy"}, 3),
+        ({"reason": "reply_failed"}, 0),
     ]
     for params, expected in cases:
         items = (await _get(stack, "/v1/grants", **params))["items"]

@@ -166,7 +166,7 @@ def test_a_hostile_header_name_is_not_echoed() -> None:
         _check(proof)
     description = refused.value.description
     assert len(description) < 100 and "\n" not in description
-    assert description.startswith("aws proof: header `x-????")
+    assert description.startswith("aws proof: header `x-\\x0a`\\x0a`")
 
 
 @pytest.mark.parametrize("text", ["", "[]", "{", '{"headers": [], "body": ""}', "1" * 10])

@@ -86,14 +86,14 @@ class Summary(BaseModel):
 def _query(dag: str | None, task: str | None, run: str | None, decision: str | None,
            method: str | None, principal: str | None, policy: str | None,
            since: datetime | None, until: datetime | None, limit: int = 100,
-           cursor: str | None = None) -> DecisionQuery:
+           cursor: str | None = None, reason: str | None = None) -> DecisionQuery:
     try:
         before = decode_cursor(cursor) if cursor else None
     except ValueError:
         raise HTTPException(400, "invalid cursor: pass a `next_cursor` you got") from None
     return DecisionQuery(
         dag_id=dag, task_id=task, run_id=run, decision=decision, method=method,
-        principal=principal, policy_id=policy,
+        principal=principal, policy_id=policy, reason_code=reason,
         since=since.timestamp() if since else None,
         until=until.timestamp() if until else None, before_seq=before, limit=limit)
 
@@ -106,7 +106,7 @@ def list_grants(
     store: Store, _: Auditor,
     dag: Filter = None, task: Filter = None, run: Filter = None,
     decision: Decision | None = None, method: Filter = None,
-    principal: Filter = None, policy: Filter = None,
+    principal: Filter = None, policy: Filter = None, reason: Filter = None,
     since: When = None, until: When = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
@@ -114,7 +114,7 @@ def list_grants(
     """Decisions newest first; follow `next_cursor` for the next page (stable while new
     decisions arrive: they never shift a page)."""
     page = store.page(_query(dag, task, run, decision, method, principal, policy, since,
-                             until, limit, cursor))
+                             until, limit, cursor, reason))
     return DecisionList(
         items=[DecisionOut.of(r) for r in page.items],
         next_cursor=None if page.next_before_seq is None
@@ -138,12 +138,12 @@ def export_grants(
     store: Store, _: Auditor, format: Literal["csv", "jsonl"] = "jsonl",
     dag: Filter = None, task: Filter = None, run: Filter = None,
     decision: Decision | None = None, method: Filter = None,
-    principal: Filter = None, policy: Filter = None,
+    principal: Filter = None, policy: Filter = None, reason: Filter = None,
     since: When = None, until: When = None,
 ) -> StreamingResponse:
     """Every matching decision, streamed (no size limit, constant memory)."""
     records = _started(store.iterate(_query(dag, task, run, decision, method, principal,
-                                            policy, since, until)))
+                                            policy, since, until, reason=reason)))
     if format == "csv":
         return StreamingResponse(csv_lines(records), media_type="text/csv",
                                  headers={"Content-Disposition": "attachment; "
