@@ -165,14 +165,17 @@ class _Chain:
                          "checkpoints after it were deleted, or it was appended")
 
     def check(self, checkpoint: CheckpointRow) -> None:
-        if checkpoint.chain_seq > self.last_seq:
-            self.problem("truncated", None, f"a signed checkpoint covers position "
-                         f"{checkpoint.chain_seq} of instance {self.instance}, but the chain "
-                         f"ends at {self.last_seq}: records deleted from its end")
-        elif self.hashes.get(checkpoint.chain_seq) != checkpoint.record_hash:
-            self.problem("bad_checkpoint", None, f"the record at position "
-                         f"{checkpoint.chain_seq} of instance {self.instance} is not the one "
-                         "the signed checkpoint covers: the chain was rewritten")
+        seq = checkpoint.chain_seq
+        if seq > self.last_seq:
+            self.report.problems.append(Problem(
+                "truncated", self.instance, seq, None, f"a signed checkpoint covers position "
+                f"{seq} of instance {self.instance}, but the chain ends at {self.last_seq}: "
+                "records deleted from its end"))
+        elif self.hashes.get(seq) != checkpoint.record_hash:
+            self.report.problems.append(Problem(
+                "bad_checkpoint", self.instance, seq, None, f"the record at position {seq} "
+                f"of instance {self.instance} is not the one the signed checkpoint covers: "
+                "the chain was rewritten"))
 
 
 def _start(anchors: list[CheckpointRow]) -> tuple[int, str]:
