@@ -151,7 +151,14 @@ class JetStreamAnchor:
         """Connect and make sure the stream exists, append-only (ConfigError if not)."""
         if self._nc is None:
             self._nc = await self._connect()
-        js = self._nc.jetstream()
+        try:
+            await self._ensure_stream(self._nc)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _ensure_stream(self, nc: Client) -> None:
+        js = nc.jetstream()
         try:
             info = await js.stream_info(self.stream)
         except NotFoundError:
