@@ -7,7 +7,9 @@ directory of the config file, so a config and its keys can move together.
 
 from __future__ import annotations
 
+import re
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +27,8 @@ from gateway.errors import ConfigError
 from gateway.identity.aws_sts import AwsIamSettings
 from gateway.identity.oidc_config import OidcIssuerConfig
 
-__all__ = ["ApiOidcSettings", "ApiSettings", "GatewaySettings", "load_settings"]
+__all__ = ["ApiOidcSettings", "ApiSettings", "GatewaySettings", "TrustedKeySettings",
+           "load_settings"]
 
 
 class _Section(BaseModel):
@@ -98,21 +101,63 @@ class PolicySettings(_Section):
                     "set; 0 turns it off")
 
 
+class TrustedKeySettings(_Section):
+    """A checkpoint public key verify accepts, for checkpoints signed inside its window."""
+
+    key: str = Field(description="`ed25519:...` public key (`nats-gateway keys generate`)")
+    not_before: datetime | None = Field(default=None, description="ISO 8601, with zone")
+    not_after: datetime | None = Field(default=None, description="ISO 8601, with zone")
+
+    @field_validator("key")
+    @classmethod
+    def _ed25519(cls, value: str) -> str:
+        if not value.startswith("ed25519:"):
+            raise ValueError("a trusted checkpoint key starts with `ed25519:`")
+        return value
+
+
+# JetStream stream names: no `.`, `*`, `>`, whitespace or path separators.
+_STREAM_NAME = re.compile(r"[^.*>\s/\\]{1,255}")
+
+
 class AuditSettings(_Section):
     url: str = "sqlite:///audit.db"
     migrate_on_start: bool = Field(default=True, description="run Alembic migrations at start")
     checkpoint_key_file: Path | None = Field(
         default=None, description="ed25519 seed (64 hex digits) that signs chain checkpoints")
-    trusted_checkpoint_keys: tuple[str, ...] = Field(
-        default=(), description="more `ed25519:...` public keys verify accepts (old keys)")
+    trusted_checkpoint_keys: tuple[str | TrustedKeySettings, ...] = Field(
+        default=(), description="more public keys verify accepts (old keys): `ed25519:...` "
+                                "or {key, not_before, not_after}")
     checkpoint_every: int = Field(default=1000, gt=0)
-    checkpoint_interval_seconds: float = Field(default=60.0, gt=0)
+    checkpoint_interval_seconds: float = Field(
+        default=60.0, gt=0, description="heartbeat: a signed checkpoint at least this often")
+    verify_grace_seconds: float = Field(
+        default=30.0, ge=0, description="verify: slack on top of the interval before a "
+                                        "record without a checkpoint is reported")
+    anchor_dir: Path | None = Field(
+        default=None, description="append-only directory that gets every signed checkpoint")
+    anchor_stream: str | None = Field(
+        default=None, description="JetStream stream (deny_delete, deny_purge) that gets "
+                                  "every signed checkpoint")
+    anchor_subject: str = Field(default="nats-gateway.audit.checkpoints",
+                                description="subject the checkpoints are published on")
+    anchor_stream_create: bool = Field(default=True,
+                                       description="create the stream if it is missing")
+    anchor_stream_replicas: int = Field(default=1, ge=1, le=5)
     group_commit_max: int = Field(default=256, gt=0,
                                   description="records per transaction at most; 1 disables "
                                               "group commit")
     retention_days: int = Field(default=0, ge=0, description="0 keeps records forever")
     stream_subject: str | None = Field(
         default=None, description="publish each committed record as JSON on this subject")
+
+    @field_validator("anchor_stream")
+    @classmethod
+    def _stream_name(cls, value: str | None) -> str | None:
+        if value is not None and not _STREAM_NAME.fullmatch(value):
+            raise ValueError("a stream name may not contain `.`, `*`, `>`, whitespace or "
+                             "path separators")
+        return value
 
 
 class ApiOidcSettings(_Section):
@@ -193,6 +238,7 @@ class GatewaySettings(BaseSettings):
             audit_url = prefix + str(fix(Path(audit_url[len(prefix):])))
         xkey = self.keys.xkey_seed_file
         checkpoint_key = self.audit.checkpoint_key_file
+        anchor_dir = self.audit.anchor_dir
         return self.model_copy(update={
             "nats": self.nats.model_copy(update={
                 "user_seed_file": fix(self.nats.user_seed_file),
@@ -211,7 +257,8 @@ class GatewaySettings(BaseSettings):
                 if self.api.admin_token_file else None}),
             "audit": self.audit.model_copy(update={
                 "url": audit_url,
-                "checkpoint_key_file": fix(checkpoint_key) if checkpoint_key else None}),
+                "checkpoint_key_file": fix(checkpoint_key) if checkpoint_key else None,
+                "anchor_dir": fix(anchor_dir) if anchor_dir else None}),
         })
 
 

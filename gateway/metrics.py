@@ -98,6 +98,18 @@ class StateCollector(Collector):
                        lambda: writer.failures)
         yield _counter("nats_gateway_audit_checkpoints", "Signed chain checkpoints written",
                        lambda: writer.checkpoints)
+        yield _counter("nats_gateway_audit_checkpoint_failures",
+                       "Genesis, heartbeat or final checkpoints that could not be committed",
+                       lambda: writer.checkpoint_failures)
+        anchors = getattr(gw, "anchors", None)
+        if anchors is not None:
+            yield _counter("nats_gateway_audit_anchor_writes",
+                           "Checkpoints written to an anchor sink", lambda: anchors.written)
+            yield _counter("nats_gateway_audit_anchor_failures",
+                           "Anchor sink writes that failed (retried)", lambda: anchors.failures)
+            yield _gauge("nats_gateway_audit_anchor_backlog",
+                         "Checkpoints waiting for the slowest anchor sink",
+                         lambda: anchors.backlog)
         status = gw.policies.status()
         reloads = CounterMetricFamily("nats_gateway_policy_reloads",
                                       "Policy reloads, by result", labels=["result"])

@@ -12,22 +12,26 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
+import nats
 import uvicorn
+from nats.aio.client import Client
 
 from gateway.api.app import create_app
 from gateway.api.auth import ApiAuthenticator, token_digest
+from gateway.audit.anchors import AnchorPublisher, AnchorSink, DirectoryAnchor, JetStreamAnchor
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.record import AuditRecord
 from gateway.audit.retention import purge
 from gateway.audit.store import AuditStore
+from gateway.audit.verify import TrustedKey
 from gateway.audit.writer import COMMIT_BUDGET_SECONDS, AuditWriter
 from gateway.callout.handler import AccountSigner, CalloutHandler, HandlerSettings
 from gateway.callout.service import CalloutService
-from gateway.config import GatewaySettings, read_seed
+from gateway.config import GatewaySettings, TrustedKeySettings, read_seed
 from gateway.envelope import CredentialEnvelope
 from gateway.errors import ConfigError, CredentialError
 from gateway.identity.aws_sts import StsVerifier
@@ -37,6 +41,7 @@ from gateway.metrics import Metrics, StateCollector
 from gateway.natsjwt.nkeys import CurveKeyPair, InvalidNkey, Prefix, SigningKeyPair
 from gateway.policy.cache import DecisionCache
 from gateway.policy.reload import PolicyHolder, watch_policies
+from gateway.supervisor import WORKER_ENV
 
 __all__ = ["Gateway", "GatewayKeys", "load_keys"]
 
@@ -60,10 +65,71 @@ def load_checkpoint_signer(settings: GatewaySettings) -> CheckpointSigner | None
         raise ConfigError(f"audit checkpoint key `{path}`: {exc}") from exc
 
 
-def trusted_checkpoint_keys(settings: GatewaySettings) -> tuple[str, ...]:
+def _trusted_key(entry: str | TrustedKeySettings) -> TrustedKey:
+    if isinstance(entry, str):
+        return TrustedKey(entry)
+    return TrustedKey(entry.key,
+                      entry.not_before.timestamp() if entry.not_before else None,
+                      entry.not_after.timestamp() if entry.not_after else None)
+
+
+def trusted_checkpoint_keys(settings: GatewaySettings) -> tuple[TrustedKey, ...]:
+    """The signing key's public half (unless listed with its own window) and the listed
+    ones: a rotated-out key stays trusted for what it signed inside its window."""
+    listed = tuple(_trusted_key(k) for k in settings.audit.trusted_checkpoint_keys)
     signer = load_checkpoint_signer(settings)
-    own = (signer.public_key,) if signer is not None else ()
-    return own + settings.audit.trusted_checkpoint_keys
+    if signer is None or any(k.public_key == signer.public_key for k in listed):
+        return listed
+    return (TrustedKey(signer.public_key), *listed)
+
+
+def instance_name(settings: GatewaySettings, env: dict[str, str] | None = None) -> str:
+    """This process's chain name: a configured ``instance`` (per worker under
+    ``serve --workers N``: two processes must never share a chain), else host:pid."""
+    worker = (os.environ if env is None else env).get(WORKER_ENV)
+    if settings.instance:
+        return settings.instance if worker is None else f"{settings.instance}/w{worker}"
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def anchor_publisher(settings: GatewaySettings,
+                     signer: CheckpointSigner | None) -> AnchorPublisher | None:
+    """The sinks every signed checkpoint also goes to (docs/audit.md), or None."""
+    audit = settings.audit
+    sinks: list[AnchorSink] = []
+    if audit.anchor_dir is not None:
+        sinks.append(DirectoryAnchor(audit.anchor_dir))
+    if audit.anchor_stream is not None:
+        sinks.append(JetStreamAnchor(anchor_connect(settings), stream=audit.anchor_stream,
+                                     subject=audit.anchor_subject,
+                                     create=audit.anchor_stream_create,
+                                     replicas=audit.anchor_stream_replicas))
+    if not sinks:
+        return None
+    if signer is None:
+        raise ConfigError("audit anchors need audit.checkpoint_key_file: only signed "
+                          "checkpoints are anchored")
+    return AnchorPublisher(sinks, stale_seconds=2 * audit.checkpoint_interval_seconds)
+
+
+def anchor_connect(settings: GatewaySettings,
+                   url: str | None = None) -> Callable[[], Awaitable[Client]]:
+    """A connection of its own as the gateway's user (the anchor stream's writer, and
+    `audit verify --anchors-stream`): it outlives the callout subscription long enough
+    to anchor the final checkpoint."""
+    nats_settings = settings.nats
+
+    async def connect() -> Client:
+        auth: dict[str, object] = (
+            {"user_credentials": (str(nats_settings.user_jwt_file),
+                                  str(nats_settings.user_seed_file))}
+            if nats_settings.mode == "operator"
+            else {"nkeys_seed_str": read_seed(nats_settings.user_seed_file, "nats user")})
+        return await nats.connect(url or nats_settings.url, name="nats-gateway-anchor",
+                                  connect_timeout=2, max_reconnect_attempts=2,
+                                  allow_reconnect=True, **auth)
+
+    return connect
 
 
 def load_operator_accounts(settings: GatewaySettings) -> dict[str, AccountSigner]:
@@ -129,15 +195,17 @@ class Gateway:
         self.store = AuditStore(settings.audit.url)
         if settings.audit.migrate_on_start:
             self.store.migrate()
-        instance = settings.instance or f"{socket.gethostname()}:{os.getpid()}"
+        instance = instance_name(settings)
         self.signer = load_checkpoint_signer(settings)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.anchors = anchor_publisher(settings, self.signer)
         self.writer = AuditWriter(
             self.store, instance=instance, signer=self.signer,
             max_batch=settings.audit.group_commit_max,
             checkpoint_every=settings.audit.checkpoint_every,
             checkpoint_interval_seconds=settings.audit.checkpoint_interval_seconds,
-            on_commit=self._stream if settings.audit.stream_subject else None)
+            on_commit=self._stream if settings.audit.stream_subject else None,
+            on_checkpoint=self.anchors.submit if self.anchors is not None else None)
         self._http = httpx.AsyncClient(follow_redirects=False)
         self.oidc = OidcVerifier(settings.oidc.issuers, self._http,
                                  token_cache_size=settings.oidc.token_cache_size)
@@ -194,6 +262,8 @@ class Gateway:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.anchors is not None:
+            await self._start_anchors(self.anchors)
         await self.oidc.warm()
         await self.service.start()
         if self.settings.api.enabled:
@@ -206,6 +276,13 @@ class Gateway:
         current = self.policies.current()
         log.info("gateway started: %d policies (%s), issuer %s", len(current.policies),
                  current.content_hash[:19], self.keys.issuer.public_key)
+
+    async def _start_anchors(self, anchors: AnchorPublisher) -> None:
+        """A stream that exists but is not append-only is refused here (fail closed)."""
+        for sink in anchors.sinks:
+            if isinstance(sink, JetStreamAnchor):
+                await sink.open()
+        anchors.start()
 
     def reload_policies_on_sighup(self) -> None:
         """Reload the policy directory on SIGHUP (main thread only, as asyncio requires)."""
@@ -245,12 +322,15 @@ class Gateway:
     async def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each check must hold for the gateway to take requests."""
         store_ok = await asyncio.to_thread(self.store.ping)
-        return {
+        checks = {
             "nats_connected": self.service.connected,
             "subscribed": self.service.subscribed,
             "policies_loaded": self.policies.current() is not None,
             "audit_store_writable": store_ok and self.writer.healthy,
         }
+        if self.anchors is not None:  # decisions go on; the operator must see the lag
+            checks["audit_anchors_current"] = self.anchors.current
+        return checks
 
     @property
     def api_port(self) -> int:
@@ -268,7 +348,9 @@ class Gateway:
             self._api.should_exit = True
             await self._api_task
         await self._http.aclose()
-        self.writer.close()
+        await asyncio.to_thread(self.writer.close)  # signs the final checkpoint
+        if self.anchors is not None:
+            await self.anchors.close()
         self.store.close()
 
     async def run_until(self, stop: asyncio.Event) -> None:

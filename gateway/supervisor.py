@@ -1,7 +1,8 @@
 """`serve --workers N`: N gateway processes in the queue group, to use every core.
 
 Each worker is a full `nats-gateway serve` process with its own NATS connection, audit
-writer and hash chain (its instance name includes its pid); nats-server spreads auth
+writer and hash chain (its instance name includes its pid, or, with a configured
+`instance`, its worker index: `NAME/w0`, `NAME/w1`, ...); nats-server spreads auth
 requests across the queue group. Worker 0 serves the HTTP API (audit, readiness,
 metrics for itself); the others run with the API off. Signals are forwarded: SIGTERM or
 SIGINT stop every worker gracefully, SIGHUP reloads every worker's policies. A worker
@@ -19,10 +20,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["supervise"]
+__all__ = ["WORKER_ENV", "supervise"]
 
 log = logging.getLogger(__name__)
 _RESTART_PAUSE = 1.0
+# Tells a worker its index, so a configured instance name becomes one chain per worker.
+WORKER_ENV = "GATEWAY_WORKER_INDEX"
 
 
 def _worker_command(config: Path, log_level: str, log_format: str) -> list[str]:
@@ -32,6 +35,7 @@ def _worker_command(config: Path, log_level: str, log_format: str) -> list[str]:
 
 def _spawn(index: int, command: list[str]) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
+    env[WORKER_ENV] = str(index)
     if index > 0:
         env["NATS_GATEWAY_API__ENABLED"] = "false"  # one API port: worker 0's
     return subprocess.Popen(command, env=env)  # noqa: S603 - our own interpreter and CLI

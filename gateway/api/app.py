@@ -14,6 +14,7 @@ from gateway.api.routes import audit, grants, health
 from gateway.api.routes import policies as policy_routes
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.store import AuditStore
+from gateway.audit.verify import TrustedKey
 from gateway.identity.oidc_config import OidcIssuerConfig
 from gateway.policy.reload import PolicyHolder
 
@@ -23,7 +24,7 @@ __all__ = ["create_app"]
 def create_app(store: AuditStore, *, authenticator: ApiAuthenticator, policies: PolicyHolder,
                oidc_issuers: tuple[OidcIssuerConfig, ...] = (),
                checkpoint_signer: CheckpointSigner | None = None,
-               trusted_checkpoint_keys: tuple[str, ...] = (),
+               trusted_checkpoint_keys: tuple[str | TrustedKey, ...] = (),
                readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None,
                metrics: CollectorRegistry | None = None) -> FastAPI:
     app = FastAPI(title="nats-gateway audit API", version="1",

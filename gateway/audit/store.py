@@ -238,6 +238,19 @@ class AuditStore:
             raise _unavailable("read", exc) from exc
         return None if row is None else (int(row[0]), str(row[1]))
 
+    def latest_checkpoint(self, instance: str) -> CheckpointRow | None:
+        """The newest checkpoint of ``instance`` (by time): who last held the name."""
+        stmt = (select(checkpoints).where(checkpoints.c.gateway_instance == instance)
+                .order_by(checkpoints.c.created_at.desc(), checkpoints.c.id.desc()).limit(1))
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(stmt).first()
+        except SQLAlchemyError as exc:
+            raise _unavailable("read", exc) from exc
+        if row is None:
+            return None
+        return CheckpointRow(**{k: v for k, v in row._mapping.items() if k != "id"})
+
     def _filtered(self, q: DecisionQuery) -> Select[Any]:
         stmt = select(decisions)
         for column, value in (

@@ -9,6 +9,13 @@ committed, and gets AuditUnavailable if the commit failed, so the decision becom
 is re-read from the store before the next batch, so a commit whose outcome was lost
 cannot fork the chain; when the store comes back, writing resumes by itself.
 
+With a checkpoint key the chain is anchored from its first record to its last
+(``checkpoints.py``): a signed genesis (or start) checkpoint before the first record of
+this run, heartbeat checkpoints while idle (the thread wakes for them), and a final one
+on close. A name still held by another live writer (fresh heartbeat) is refused at start.
+Each signed checkpoint is also handed to ``on_checkpoint`` (the anchor sinks), after its
+commit and without waiting: an anchor never gates a decision.
+
 Handing records over once per loop turn, not one by one, is what makes batches form: a
 thread woken per record takes the GIL at the next chance and commits that record alone,
 so under load nearly every decision paid a whole commit (measured in docs/benchmarks.md).
@@ -20,17 +27,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from gateway.audit.chain import GENESIS, CheckpointSigner, checkpoint_payload, record_hash
+from gateway.audit.chain import GENESIS, CheckpointSigner, record_hash
+from gateway.audit.checkpoints import (
+    CheckpointSchedule,
+    RunInfo,
+    lease_holder,
+    run_info,
+    sign_checkpoint,
+)
 from gateway.audit.record import AuditRecord
 from gateway.audit.store import AuditStore, CheckpointRow
-from gateway.errors import AuditUnavailable
+from gateway.errors import AuditUnavailable, ConfigError
 
 __all__ = ["COMMIT_BUDGET_SECONDS", "AuditWriter"]
 
@@ -38,6 +54,18 @@ log = logging.getLogger(__name__)
 # A record must be able to start its commit this long before its deadline (see write()).
 COMMIT_BUDGET_SECONDS = 1.2
 _Item = tuple[AuditRecord, float | None, asyncio.Future[None], asyncio.AbstractEventLoop]
+# After a failed genesis or heartbeat, try again this soon (the store is likely down).
+_CHECKPOINT_RETRY_SECONDS = 1.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 class AuditWriter:
@@ -47,19 +75,24 @@ class AuditWriter:
         commit_budget_seconds: float = COMMIT_BUDGET_SECONDS,
         checkpoint_interval_seconds: float = 60.0,
         on_commit: Callable[[Sequence[AuditRecord]], None] | None = None,
+        on_checkpoint: Callable[[CheckpointRow], None] | None = None,
         clock: Callable[[], float] = time.time,
+        host: str | None = None, pid_alive: Callable[[int], bool] = _pid_alive,
     ) -> None:
         self._store = store
         self._instance = instance
         self._signer = signer
         self._max_batch = max_batch
         self._commit_budget = commit_budget_seconds
-        self._checkpoint_every = checkpoint_every
-        self._checkpoint_interval = checkpoint_interval_seconds
         self._on_commit = on_commit
+        self._on_checkpoint = on_checkpoint
         self._clock = clock
         self._head: tuple[int, str] | None = None
-        self._last_checkpoint = (0, clock())
+        self._schedule = CheckpointSchedule(every=checkpoint_every,
+                                            interval=checkpoint_interval_seconds, now=clock())
+        self._run_info = RunInfo.new(host=host or socket.gethostname(), pid=os.getpid(),
+                                     interval=checkpoint_interval_seconds)
+        self._retry_at = 0.0
         self._queue: queue.Queue[list[_Item] | None] = queue.Queue()
         # Written during this turn of each caller's loop, not yet handed to the thread.
         self._pending: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
@@ -71,8 +104,37 @@ class AuditWriter:
         self.records = 0
         self.failures = 0
         self.checkpoints = 0
+        self.checkpoint_failures = 0
         self._last_ok = True
+        if signer is not None:
+            self._claim(pid_alive)
         self._thread.start()
+
+    def _claim(self, pid_alive: Callable[[int], bool]) -> None:
+        """Refuse to start a second live writer on this chain (two processes given the
+        same ``instance`` would interleave one chain). Not a lock: two starting at the
+        same instant both pass, and verify reports the interleaving (``interleaved``)."""
+        try:
+            latest = self._store.latest_checkpoint(self._instance)
+        except AuditUnavailable as exc:
+            log.warning("audit: could not check whether instance `%s` is in use: %s",
+                        self._instance, exc.description)
+            return
+        alive = latest is not None and _holder_alive(latest, pid_alive)
+        holder = lease_holder(latest, now=self._clock(), host=self._run_info.host, alive=alive)
+        if holder is not None:
+            raise ConfigError(f"audit instance `{self._instance}` is in use by pid "
+                              f"{holder.pid} on `{holder.host}` (fresh heartbeat): give each "
+                              "process its own `instance`", code="instance_in_use")
+
+    @property
+    def run(self) -> RunInfo:
+        """This process's run (its nonce is in every checkpoint it signs)."""
+        return self._run_info
+
+    def wake(self) -> None:
+        """Make the thread look at the checkpoint schedule now (tests with a fake clock)."""
+        self._queue.put([])
 
     @property
     def healthy(self) -> bool:
@@ -111,11 +173,25 @@ class AuditWriter:
             self._queue.put(batch)
 
     def _next_batch(self) -> list[_Item] | None:
-        """What is queued, at least one hand-off (waiting for it); None to stop."""
-        first = self._queue.get()
-        if first is None:
-            return None
-        batch = list(first)
+        """What is queued, at least one hand-off (waiting for it); None to stop. While
+        waiting, wakes for the heartbeat checkpoints; the chain is opened (genesis or
+        start checkpoint) before its first batch is returned."""
+        while True:
+            try:
+                first = self._queue.get(timeout=self._heartbeat_wait())
+            except queue.Empty:
+                first = []
+            if first is None:
+                return None
+            if not first:
+                self._heartbeat()
+                continue
+            batch = self._drain(list(first))
+            if self._opened_for(batch):
+                return batch
+
+    def _drain(self, batch: list[_Item]) -> list[_Item]:
+        """``batch`` and every hand-off already queued behind it."""
         while True:
             try:
                 more = self._queue.get_nowait()
@@ -126,6 +202,77 @@ class AuditWriter:
                 break
             batch.extend(more)
         return batch
+
+    def _heartbeat_wait(self) -> float | None:
+        if self._signer is None:
+            return None
+        now = self._clock()
+        due = self._schedule.last[1] + self._schedule.interval if self._schedule.opened else now
+        return max(0.0, max(due, self._retry_at) - now)
+
+    def _heartbeat(self) -> None:
+        """Open the chain if not yet done, else sign the head when the interval is up."""
+        if self._signer is None or self._clock() < self._retry_at:
+            return
+        if not self._schedule.opened:
+            self._open_chain()
+            return
+        try:
+            if self._head is None:
+                self._head = self._store.chain_head(self._instance) or (0, GENESIS)
+            checkpoint = self._checkpoint(self._head)
+            if checkpoint is not None:
+                self._appender.append([], checkpoint)
+                self._checkpointed(checkpoint)
+        except AuditUnavailable as exc:
+            self._checkpoint_failed("heartbeat", exc)
+
+    def _open_chain(self) -> bool:
+        """Sign and commit this run's first checkpoint: genesis for a new chain, start
+        for one continued after a restart (it signs the head found)."""
+        assert self._signer is not None
+        try:
+            found = self._store.chain_head(self._instance)
+            head = found or (0, GENESIS)
+            checkpoint = sign_checkpoint(
+                self._signer, instance=self._instance,
+                kind=self._schedule.opening_kind(found), head=head, now=self._clock(),
+                run=self._run_info)
+            self._appender.append([], checkpoint)
+        except AuditUnavailable as exc:
+            self._checkpoint_failed("genesis", exc)
+            return False
+        self._head = head
+        self._checkpointed(checkpoint)
+        return True
+
+    def _opened_for(self, batch: list[_Item]) -> bool:
+        """No record before the run's first checkpoint: a chain without its signed start
+        could be anyone's. If it cannot be written, the batch is refused (fail closed)."""
+        if self._signer is None or self._schedule.opened or self._open_chain():
+            return True
+        self.failures += len(batch)
+        _report(batch, AuditUnavailable("audit chain could not be opened",
+                                        code="audit_unavailable"))
+        return False
+
+    def _checkpoint_failed(self, what: str, exc: AuditUnavailable) -> None:
+        self._head = None  # re-read: the commit's outcome is unknown
+        self._retry_at = self._clock() + _CHECKPOINT_RETRY_SECONDS
+        self.checkpoint_failures += 1
+        log.error("audit %s checkpoint not written: %s", what, exc.description)
+
+    def _checkpointed(self, checkpoint: CheckpointRow | None) -> None:
+        """Bookkeeping after a checkpoint committed, and its hand-off to the anchors."""
+        if checkpoint is None:
+            return
+        self._schedule.signed(checkpoint)
+        self.checkpoints += 1
+        if self._on_checkpoint is not None:
+            try:
+                self._on_checkpoint(checkpoint)
+            except Exception:  # anchoring is retried by its own sink; never fails a commit
+                log.exception("audit on_checkpoint hook failed")
 
     def _chain(self, records: Sequence[AuditRecord]) -> list[dict[str, Any]]:
         """The records' stored rows, linked onto this instance's chain."""
@@ -141,20 +288,17 @@ class AuditWriter:
             rows.append(row)
         return rows
 
-    def _checkpoint(self, head: tuple[int, str], *, force: bool = False) -> CheckpointRow | None:
-        seq, head_hash = head
-        last_seq, last_at = self._last_checkpoint
+    def _checkpoint(self, head: tuple[int, str], *, kind: str = "checkpoint",
+                    force: bool = False) -> CheckpointRow | None:
+        """A signed checkpoint of ``head`` if one is due (heartbeats sign an unchanged
+        head too: their absence is what shows a gap)."""
         now = self._clock()
-        if self._signer is None or seq == last_seq or seq == 0:
+        if self._signer is None or not self._schedule.opened:
             return None
-        if not force and seq - last_seq < self._checkpoint_every and (
-                now - last_at < self._checkpoint_interval):
+        if not force and not self._schedule.due(head[0], now):
             return None
-        payload = checkpoint_payload(instance=self._instance, kind="checkpoint",
-                                     chain_seq=seq, record_hash=head_hash, created_at=now,
-                                     detail="")
-        return CheckpointRow(self._instance, "checkpoint", seq, head_hash, now, "",
-                             self._signer.public_key, self._signer.sign(payload))
+        return sign_checkpoint(self._signer, instance=self._instance, kind=kind, head=head,
+                               now=now, run=self._run_info)
 
     def _commit(self, records: Sequence[AuditRecord]) -> None:
         rows = self._chain(records)
@@ -164,9 +308,7 @@ class AuditWriter:
         self._head = head
         self.commits += 1
         self.records += len(rows)
-        if checkpoint is not None:
-            self._last_checkpoint = (checkpoint.chain_seq, checkpoint.created_at)
-            self.checkpoints += 1
+        self._checkpointed(checkpoint)
         if self._on_commit is not None:
             try:
                 self._on_commit([_chained(record, row) for record, row in zip(
@@ -261,15 +403,17 @@ class AuditWriter:
         self._appender.close()
 
     def _final_checkpoint(self) -> None:
-        """On shutdown, sign the chain's end, so a later truncation is detectable."""
-        if self._head is None:
-            return
-        checkpoint = self._checkpoint(self._head, force=True)
-        if checkpoint is None:
+        """On shutdown, sign the chain's end as final: a later truncation, or any record
+        appended after it, is detectable."""
+        if self._signer is None or not self._schedule.opened:
             return
         try:
-            self._appender.append([], checkpoint)
-            self.checkpoints += 1
+            if self._head is None:
+                self._head = self._store.chain_head(self._instance) or (0, GENESIS)
+            checkpoint = self._checkpoint(self._head, kind="final", force=True)
+            if checkpoint is not None:
+                self._appender.append([], checkpoint)
+                self._checkpointed(checkpoint)
         except AuditUnavailable as exc:
             log.warning("final audit checkpoint not written: %s", exc.description)
 
@@ -311,6 +455,11 @@ def _reduced(record: AuditRecord, error: AuditUnavailable) -> AuditRecord:
         gateway_instance=record.gateway_instance, latency_ms=record.latency_ms,
         identity_fingerprint=record.identity_fingerprint, user_nkey=record.user_nkey,
         server_id=record.server_id)
+
+
+def _holder_alive(latest: CheckpointRow, pid_alive: Callable[[int], bool]) -> bool:
+    info = run_info(latest)
+    return info is not None and pid_alive(info.pid)
 
 
 def _chained(record: AuditRecord, row: Mapping[str, Any]) -> AuditRecord:

@@ -49,6 +49,12 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "audit.group_commit_max": (1, 64),
     "audit.retention_days": (30, 90),
     "audit.stream_subject": ("audit.f", "audit.e"),
+    "audit.verify_grace_seconds": (10.0, 20.0),
+    "audit.anchor_dir": ("anchors-f", "anchors-e"),
+    "audit.anchor_stream": ("AUDIT_F", "AUDIT_E"),
+    "audit.anchor_subject": ("anchor.f", "anchor.e"),
+    "audit.anchor_stream_create": (False, True),
+    "audit.anchor_stream_replicas": (3, 1),
     "api.enabled": (False, True),
     "api.host": ("127.0.0.3", "127.0.0.2"),
     "api.port": (9000, 9001),
@@ -84,7 +90,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
 }
 PATHS = {"nats.user_jwt_file", "nats.user_seed_file", "keys.issuer_seed_file",
          "keys.xkey_seed_file", "policy.dir", "audit.checkpoint_key_file",
-         "api.admin_token_file"}
+         "audit.anchor_dir", "api.admin_token_file"}
 
 
 def _documented() -> set[str]:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from gateway.api.deps import Admin, Auditor, Store
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.retention import purge
-from gateway.audit.verify import verify_store
+from gateway.audit.verify import TrustedKey, verify_store
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -22,7 +22,7 @@ MAX_PURGE_DAYS = 36500
 @router.get("/verify")
 def verify(store: Store, request: Request, _: Auditor) -> dict[str, Any]:
     """Walk every hash chain and checkpoint; `problems` names each tampered record."""
-    trusted: tuple[str, ...] = request.app.state.trusted_checkpoint_keys
+    trusted: tuple[str | TrustedKey, ...] = request.app.state.trusted_checkpoint_keys
     return verify_store(store, trusted).as_dict()
 
 
