@@ -260,8 +260,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
     try:
+        configure_logging(args.log_level, args.log_format)
         return _dispatch(args)
     except GatewayError as exc:
         print(f"nats-gateway: error: {exc.description}", file=sys.stderr)

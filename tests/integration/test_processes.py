@@ -291,6 +291,35 @@ def test_serve_refuses_a_bad_config_clearly(tmp_path: Path) -> None:
     assert "`nats.bogus`" in result.stderr and "`keys`" in result.stderr
 
 
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a refused start (no traceback, no usage text)."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nats-gateway: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("options", "environment", "expected"), [
+    (["--log-level", "FOO"], {}, "log level `FOO` is not one of debug, info"),
+    ([], {"NATS_GATEWAY_LOG_LEVEL": "FOO"}, "log level `FOO`"),
+    ([], {"NATS_GATEWAY_LOG_FORMAT": "yaml"}, "log format `yaml`"),
+    ([], {"NATS_GATEWAY_AUDT__URL": "sqlite:///elsewhere.db"},
+     "environment variable `NATS_GATEWAY_AUDT__URL` is not a setting "
+     "(did you mean `NATS_GATEWAY_AUDIT__URL`?)"),
+], ids=["log-level-option", "log-level-variable", "log-format-variable", "section-typo"])
+def test_configuration_mistakes_are_one_line_errors(
+        options: list[str], environment: dict[str, str], expected: str,
+        tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('[nats]\nuser_seed_file = "x"\n[keys]\nissuer_seed_file = "y"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_GATEWAY_")}
+    result = subprocess.run([*CLI, *options, "serve", "--config", str(config)],
+                            capture_output=True, text=True, timeout=30, check=False,
+                            env={**env, **environment})
+    assert expected in _one_line_error(result)
+
+
 async def _connected(stack: Stack, name: str) -> bool:
     nc = Client()
     try:
