@@ -6,13 +6,14 @@ The only module that wires parts together; each part stays ignorant of the other
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -20,6 +21,7 @@ import uvicorn
 
 from gateway.api.app import create_app
 from gateway.api.auth import ApiAuthenticator, token_digest
+from gateway.api.listen import listen_socket
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.record import AuditRecord
 from gateway.audit.retention import purge
@@ -118,6 +120,16 @@ class _Identities:
                               code="method_not_enabled")
 
 
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its signal handling: SIGTERM and SIGINT belong to the gateway,
+    which stops taking auth requests before the API goes (uvicorn would stop the API on
+    its own, then raise the signal again)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Gateway:
     """One gateway process: the callout service and the audit API on one event loop."""
 
@@ -193,11 +205,14 @@ class Gateway:
             await asyncio.sleep(every_seconds)
 
     async def start(self) -> None:
+        """API first (it must answer /healthz and say why /readyz fails while nats-server
+        is away, and a port clash must stop us before we take any auth request), then
+        NATS, retried until it answers: cancel this to give up."""
         self._loop = asyncio.get_running_loop()
-        await self.oidc.warm()
-        await self.service.start()
         if self.settings.api.enabled:
             await self._start_api()
+        await self.oidc.warm()
+        await self.service.start()
         interval = self.settings.policy.reload_interval_seconds
         if interval > 0:
             self._watcher = asyncio.create_task(watch_policies(self.policies, interval))
@@ -233,14 +248,18 @@ class Gateway:
                          oidc_issuers=self.settings.oidc.issuers,
                          checkpoint_signer=self.signer,
                          trusted_checkpoint_keys=trusted_checkpoint_keys(self.settings))
-        config = uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",
-                                lifespan="off")
-        self._api = uvicorn.Server(config)
-        self._api_task = asyncio.create_task(self._api.serve())
+        sock = listen_socket(api.host, api.port)
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        self._api = _ApiServer(config)
+        self._api_task = asyncio.create_task(self._api.serve(sockets=[sock]))
         while not self._api.started:
             if self._api_task.done():
-                raise ConfigError(f"audit api could not bind {api.host}:{api.port}")
+                self._api_task.result()  # raises what stopped it
+                raise ConfigError(f"audit api on `{api.host}:{api.port}` stopped at start")
             await asyncio.sleep(0.02)
+        host, port = sock.getsockname()[:2]
+        log.info("audit api listening on http://%s:%d", f"[{host}]" if ":" in host else host,
+                 port)
 
     async def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each check must hold for the gateway to take requests."""

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -318,6 +319,79 @@ def test_configuration_mistakes_are_one_line_errors(
                             capture_output=True, text=True, timeout=30, check=False,
                             env={**env, **environment})
     assert expected in _one_line_error(result)
+
+
+def _free_port() -> int:
+    """A port nothing listens on (a nats-server that is not there)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _write_config(stack: Stack, name: str, **sections: dict[str, object]) -> Path:
+    data = settings_dict(stack.tmp, stack.keys, stack.nats_url, stack.issuer.issuer,
+                         xkey=True, audit_db=stack.tmp / f"{name}.db",
+                         admin_token=stack.admin_token, instance=name)
+    for section, values in sections.items():
+        data[section].update(values)  # type: ignore[attr-defined]
+    config = stack.tmp / f"{name}.toml"
+    config.write_text(_toml(data))
+    return config
+
+
+async def _get_until(url: str, status: int) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        for _ in range(200):
+            response = await http.get(url)
+            if response.status_code == status:
+                return response
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} never answered {status}: {response.text}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_signal_stops_serve_while_nats_server_is_unreachable(
+        plain_stack: Stack, signum: signal.Signals) -> None:
+    """The API answers during the wait, /readyz says what it waits for, and the wait ends
+    at the signal (it used to take SIGKILL)."""
+    config = _write_config(plain_stack, "waiting",
+                           nats={"url": f"nats://127.0.0.1:{_free_port()}"})
+    proc = subprocess.Popen([*CLI, "--log-level", "INFO", "serve", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO)
+    try:
+        listening = _wait_for_line(proc, r"audit api listening on http://127\.0\.0\.1:\d+")
+        _wait_for_line(proc, r"waiting for nats at nats://127\.0\.0\.1:\d+")
+        api = listening.split()[-1]
+        assert (await _get_until(f"{api}/healthz", 200)).json() == {"status": "ok"}
+        ready = (await _get_until(f"{api}/readyz", 503)).json()
+        assert ready["reason"] == "waiting for nats"
+        assert ready["checks"]["nats_connected"] is False
+        proc.send_signal(signum)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_refuses_a_taken_api_port_before_joining_the_queue_group(
+        plain_stack: Stack, workers: int) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = _write_config(plain_stack, "clash", api={"port": port})
+        result = subprocess.run([*CLI, "--log-level", "INFO", "serve", "--config", str(config),
+                                 "--workers", str(workers)],
+                                capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"nats-gateway: error: audit api cannot listen on `127.0.0.1:{port}`: "
+        "address already in use")
+    # the callout service never started: no connection, no subscription to auth requests
+    assert "connected to nats" not in result.stderr and "subscribed" not in result.stderr
 
 
 async def _connected(stack: Stack, name: str) -> bool:
