@@ -220,26 +220,39 @@ async def test_two_serve_processes_share_the_queue_group(plain_stack: Stack) -> 
     assert all(count > 0 for count in per_replica.values()), per_replica
 
 
+def _start_dev(cwd: Path) -> tuple[subprocess.Popen[str], str, str]:
+    """`dev` as README runs it (the default, relative state dir under the working
+    directory); the process, its audit API URL and admin token once it is up."""
+    proc = subprocess.Popen(
+        [*CLI, "dev", "--api-port", "0", "--policy-dir", str(REPO / "policies")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    try:
+        api_url = _wait_for_line(proc, r"audit API").split()[-1]
+        admin = _wait_for_line(proc, r"admin token").split()[-1]
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc, api_url, admin
+
+
+async def _connect_as_dev_worker(cwd: Path, state: Path) -> None:
+    """What the banner tells a user to do: `dev token`, then connect with it."""
+    printed = subprocess.run(
+        [*CLI, "dev", "token", "--dag", "etl", "--task", "load"],
+        capture_output=True, text=True, cwd=cwd, timeout=30, check=True)
+    envelope = printed.stdout.strip()
+    assert json.loads(envelope)["scope"] == {"dag_id": "etl", "task_id": "load"}
+    nats_url = json.loads((state / "dev.json").read_text())["nats_url"]
+    nc = await connect(nats_url, envelope)
+    await nc.close()
+
+
 async def test_dev_command_runs_the_whole_stack(tmp_path: Path) -> None:
     """What README's first command starts: dev issuer, nats-server, gateway, API."""
     state = tmp_path / ".nats-gateway" / "dev"
-    # as README runs it: the default, relative state dir under the working directory
-    proc = subprocess.Popen(
-        [*CLI, "dev", "--api-port", "0", "--policy-dir", str(REPO / "policies")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    proc, api_url, admin = _start_dev(tmp_path)
     try:
-        banner = {"api": _wait_for_line(proc, r"audit API"),
-                  "token": _wait_for_line(proc, r"admin token")}
-        api_url = banner["api"].split()[-1]
-        admin = banner["token"].split()[-1]
-        printed = subprocess.run(
-            [*CLI, "dev", "token", "--dag", "etl", "--task", "load"],
-            capture_output=True, text=True, cwd=tmp_path, timeout=30, check=True)
-        envelope = printed.stdout.strip()
-        assert json.loads(envelope)["scope"] == {"dag_id": "etl", "task_id": "load"}
-        nats_url = json.loads((state / "dev.json").read_text())["nats_url"]
-        nc = await connect(nats_url, envelope)
-        await nc.close()
+        await _connect_as_dev_worker(tmp_path, state)
         async with httpx.AsyncClient() as http:
             listed = await http.get(api_url, headers={"Authorization": f"Bearer {admin}"})
         [grant] = listed.json()["items"]
@@ -250,6 +263,25 @@ async def test_dev_command_runs_the_whole_stack(tmp_path: Path) -> None:
         _stop(proc)
     assert proc.returncode == 0
     assert not (state / "dev.json").exists()
+
+
+async def test_a_second_dev_on_the_same_state_dir_is_refused_and_the_first_keeps_working(
+        tmp_path: Path) -> None:
+    state = tmp_path / ".nats-gateway" / "dev"
+    first, _, _ = _start_dev(tmp_path)
+    try:
+        before = {name: (state / name).read_bytes() for name in ("dev.json", "gateway.toml")}
+        pid = json.loads(before["dev.json"])["pid"]
+        second = subprocess.run(
+            [*CLI, "dev", "--api-port", "0", "--policy-dir", str(REPO / "policies")],
+            capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+        assert f"a dev environment is already running in `{state}` (pid {pid}, nats at " \
+            in _one_line_error(second)
+        assert {name: (state / name).read_bytes() for name in before} == before
+        await _connect_as_dev_worker(tmp_path, state)
+    finally:
+        _stop(first)
+    assert first.returncode == 0
 
 
 def test_keys_generate_and_nats_config_make_a_config_nats_server_accepts(
