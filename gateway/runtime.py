@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from gateway.api.app import create_app
 from gateway.api.auth import ApiAuthenticator, token_digest
@@ -233,6 +234,25 @@ class Gateway:
 
     async def _start_api(self) -> None:
         api = self.settings.api
+        sock = listen_socket(api.host, api.port)  # first: a taken port ends the start here
+        try:
+            app = await self._api_app()
+        except BaseException:
+            sock.close()
+            raise
+        self._api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self._api_task = asyncio.create_task(self._api.serve(sockets=[sock]))
+        while not self._api.started:
+            if self._api_task.done():
+                self._api_task.result()  # raises what stopped it
+                raise ConfigError(f"audit api on `{api.host}:{api.port}` stopped at start")
+            await asyncio.sleep(0.02)
+        host, port = sock.getsockname()[:2]
+        log.info("audit api listening on http://%s:%d", f"[{host}]" if ":" in host else host,
+                 port)
+
+    async def _api_app(self) -> FastAPI:
+        api = self.settings.api
         api_verifier = None
         if api.oidc is not None:
             api_verifier = OidcVerifier((api.oidc.issuer,), self._http)
@@ -243,23 +263,11 @@ class Gateway:
         authenticator = ApiAuthenticator(
             admin_digests=admin_digests, auditor_digests=api.auditor_token_sha256,
             oidc=api.oidc, verifier=api_verifier)
-        app = create_app(self.store, authenticator=authenticator, policies=self.policies,
-                         readiness=self.readiness, metrics=self.metrics.registry,
-                         oidc_issuers=self.settings.oidc.issuers,
-                         checkpoint_signer=self.signer,
-                         trusted_checkpoint_keys=trusted_checkpoint_keys(self.settings))
-        sock = listen_socket(api.host, api.port)
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
-        self._api = _ApiServer(config)
-        self._api_task = asyncio.create_task(self._api.serve(sockets=[sock]))
-        while not self._api.started:
-            if self._api_task.done():
-                self._api_task.result()  # raises what stopped it
-                raise ConfigError(f"audit api on `{api.host}:{api.port}` stopped at start")
-            await asyncio.sleep(0.02)
-        host, port = sock.getsockname()[:2]
-        log.info("audit api listening on http://%s:%d", f"[{host}]" if ":" in host else host,
-                 port)
+        return create_app(self.store, authenticator=authenticator, policies=self.policies,
+                          readiness=self.readiness, metrics=self.metrics.registry,
+                          oidc_issuers=self.settings.oidc.issuers,
+                          checkpoint_signer=self.signer,
+                          trusted_checkpoint_keys=trusted_checkpoint_keys(self.settings))
 
     async def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each check must hold for the gateway to take requests."""
