@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 
 from gateway.cli_audit import add_audit_commands, run_audit_command
@@ -105,15 +106,33 @@ async def _run_gateway(settings: GatewaySettings, on_started: str = "") -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(settings)
-    await gateway.start()
-    settle_heap_for_serving()
-    gateway.reload_policies_on_sighup()
-    if on_started:
-        print(on_started.replace("{api_port}", str(gateway.api_port)), flush=True)
+    gateway.reload_policies_on_sighup()  # before start: SIGHUP's default would kill us
     try:
+        if not await _start_unless_stopped(gateway.start(), stop):
+            return
+        settle_heap_for_serving()
+        if on_started:
+            print(on_started.replace("{api_port}", str(gateway.api_port)), flush=True)
         await stop.wait()
     finally:
         await gateway.stop()
+
+
+async def _start_unless_stopped(start: Coroutine[None, None, None],
+                                stop: asyncio.Event) -> bool:
+    """Run ``start`` unless a signal comes first (waiting for nats-server has no end);
+    False when stopped. A start that fails raises."""
+    starting = asyncio.ensure_future(start)
+    signalled = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((starting, signalled), return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    if starting.done():
+        starting.result()
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    return False
 
 
 def _keys_generate(out: Path, operator: bool, accounts: str) -> int:
@@ -237,9 +256,12 @@ def _dev_issuer(listen: str, public_url: str) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         if args.workers > 1:
+            from gateway.api.listen import listen_socket
             from gateway.supervisor import supervise
 
-            load_settings(args.config)  # fail here, once, on a bad config
+            settings = load_settings(args.config)  # fail here, once, on a bad config
+            if settings.api.enabled:  # ... or a taken port, before any worker joins the group
+                listen_socket(settings.api.host, settings.api.port).close()
             return supervise(args.config, args.workers, log_level=args.log_level,
                              log_format=args.log_format)
         return _serve(args.config)
@@ -260,8 +282,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
     try:
+        configure_logging(args.log_level, args.log_format)
         return _dispatch(args)
     except GatewayError as exc:
         print(f"nats-gateway: error: {exc.description}", file=sys.stderr)

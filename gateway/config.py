@@ -7,11 +7,15 @@ directory of the config file, so a config and its keys can move together.
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 import tomllib
+import types
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -28,7 +32,7 @@ from gateway.identity.aws_sts import AwsIamSettings
 from gateway.identity.oidc_config import OidcIssuerConfig
 
 __all__ = ["ApiOidcSettings", "ApiSettings", "GatewaySettings", "TrustedKeySettings",
-           "load_settings"]
+           "check_environment", "load_settings"]
 
 
 class _Section(BaseModel):
@@ -199,6 +203,10 @@ class OidcSettings(_Section):
 
 
 ENV_PREFIX = "NATS_GATEWAY_"
+# Variables with the prefix that are not settings: the CLI's logging options, the sample
+# issuer's secret (compose) and the test suite's PostgreSQL.
+OTHER_VARIABLES = frozenset({"NATS_GATEWAY_LOG_LEVEL", "NATS_GATEWAY_LOG_FORMAT",
+                             "NATS_GATEWAY_SAMPLE_CLIENT_SECRET", "NATS_GATEWAY_TEST_PG"})
 
 
 class GatewaySettings(BaseSettings):
@@ -262,6 +270,65 @@ class GatewaySettings(BaseSettings):
         })
 
 
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (``X``, ``X | None``), if it holds one."""
+    candidates = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) \
+        else (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _is_setting(parts: list[str], model: type[BaseModel]) -> bool:
+    """Whether ``parts`` (a variable's name split at ``__``) leads to a field of ``model``:
+    a whole section (as JSON), a key in it, or anything below a table of named entries."""
+    field = model.model_fields.get(parts[0])
+    if field is None:
+        return False
+    rest = parts[1:]
+    if not rest or get_origin(field.annotation) is dict:
+        return True
+    section = _section(field.annotation)
+    return section is not None and _is_setting(rest, section)
+
+
+def _setting_variables(model: type[BaseModel], prefix: str = ENV_PREFIX) -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        names.append(prefix + name.upper())
+        section = _section(field.annotation)
+        if section is not None:
+            names += _setting_variables(section, f"{prefix}{name.upper()}__")
+    return names
+
+
+def _suggest(name: str) -> str | None:
+    # Compared without the prefix every candidate shares, which would make anything "close".
+    known = {v[len(ENV_PREFIX):]: v for v in (*_setting_variables(GatewaySettings),
+                                              *OTHER_VARIABLES)}
+    close = difflib.get_close_matches(name[len(ENV_PREFIX):], known, n=1, cutoff=0.75)
+    return known[close[0]] if close else None
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse a ``NATS_GATEWAY_*`` variable that sets nothing: pydantic-settings ignores
+    one whose section is misspelt (``NATS_GATEWAY_AUDT__URL``), and the gateway would run
+    on the file's value while the operator believes it overridden."""
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in OTHER_VARIABLES:
+            continue
+        if _is_setting(upper[len(ENV_PREFIX):].lower().split("__"), GatewaySettings):
+            continue
+        hint = _suggest(upper)
+        hint = f" (did you mean `{hint}`?)" if hint else ""
+        problems.append(f"environment variable `{name}` is not a setting{hint}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def _describe(exc: ValidationError) -> str:
     return "; ".join(
         f"`{'.'.join(str(p) for p in err['loc'])}`: {err['msg']}" for err in exc.errors())
@@ -269,6 +336,7 @@ def _describe(exc: ValidationError) -> str:
 
 def load_settings(path: Path) -> GatewaySettings:
     """Read and validate a config file; ConfigError names every bad setting."""
+    check_environment(os.environ)
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:

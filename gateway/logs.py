@@ -16,6 +16,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from gateway.errors import ConfigError
 from gateway.untrusted import safe_line
 
 __all__ = ["configure_logging"]
@@ -46,7 +47,17 @@ class TextFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMATS = ("text", "json")
+
+
 def configure_logging(level: str, fmt: str) -> None:
+    """Raises ConfigError for a level or format that does not exist: both can come from
+    the environment, where argparse's choices do not reach."""
+    if level.lower() not in LEVELS:
+        raise ConfigError(f"log level `{level}` is not one of {', '.join(LEVELS)}")
+    if fmt not in FORMATS:
+        raise ConfigError(f"log format `{fmt}` is not one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

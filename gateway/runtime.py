@@ -6,22 +6,25 @@ The only module that wires parts together; each part stays ignorant of the other
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import httpx
 import nats
 import uvicorn
+from fastapi import FastAPI
 from nats.aio.client import Client
 
 from gateway.api.app import create_app
 from gateway.api.auth import ApiAuthenticator, token_digest
+from gateway.api.listen import listen_socket
 from gateway.audit.anchors import AnchorPublisher, AnchorSink, DirectoryAnchor, JetStreamAnchor
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.record import AuditRecord
@@ -184,6 +187,16 @@ class _Identities:
                               code="method_not_enabled")
 
 
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its signal handling: SIGTERM and SIGINT belong to the gateway,
+    which stops taking auth requests before the API goes (uvicorn would stop the API on
+    its own, then raise the signal again)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Gateway:
     """One gateway process: the callout service and the audit API on one event loop."""
 
@@ -261,13 +274,16 @@ class Gateway:
             await asyncio.sleep(every_seconds)
 
     async def start(self) -> None:
+        """API first (it must answer /healthz and say why /readyz fails while nats-server
+        is away, and a port clash must stop us before we take any auth request), then
+        NATS, retried until it answers: cancel this to give up."""
         self._loop = asyncio.get_running_loop()
+        if self.settings.api.enabled:
+            await self._start_api()
         if self.anchors is not None:
             await self._start_anchors(self.anchors)
         await self.oidc.warm()
         await self.service.start()
-        if self.settings.api.enabled:
-            await self._start_api()
         interval = self.settings.policy.reload_interval_seconds
         if interval > 0:
             self._watcher = asyncio.create_task(watch_policies(self.policies, interval))
@@ -295,6 +311,25 @@ class Gateway:
 
     async def _start_api(self) -> None:
         api = self.settings.api
+        sock = listen_socket(api.host, api.port)  # first: a taken port ends the start here
+        try:
+            app = await self._api_app()
+        except BaseException:
+            sock.close()
+            raise
+        self._api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self._api_task = asyncio.create_task(self._api.serve(sockets=[sock]))
+        while not self._api.started:
+            if self._api_task.done():
+                self._api_task.result()  # raises what stopped it
+                raise ConfigError(f"audit api on `{api.host}:{api.port}` stopped at start")
+            await asyncio.sleep(0.02)
+        host, port = sock.getsockname()[:2]
+        log.info("audit api listening on http://%s:%d", f"[{host}]" if ":" in host else host,
+                 port)
+
+    async def _api_app(self) -> FastAPI:
+        api = self.settings.api
         api_verifier = None
         if api.oidc is not None:
             api_verifier = OidcVerifier((api.oidc.issuer,), self._http)
@@ -305,19 +340,11 @@ class Gateway:
         authenticator = ApiAuthenticator(
             admin_digests=admin_digests, auditor_digests=api.auditor_token_sha256,
             oidc=api.oidc, verifier=api_verifier)
-        app = create_app(self.store, authenticator=authenticator, policies=self.policies,
-                         readiness=self.readiness, metrics=self.metrics.registry,
-                         oidc_issuers=self.settings.oidc.issuers,
-                         checkpoint_signer=self.signer,
-                         trusted_checkpoint_keys=trusted_checkpoint_keys(self.settings))
-        config = uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",
-                                lifespan="off")
-        self._api = uvicorn.Server(config)
-        self._api_task = asyncio.create_task(self._api.serve())
-        while not self._api.started:
-            if self._api_task.done():
-                raise ConfigError(f"audit api could not bind {api.host}:{api.port}")
-            await asyncio.sleep(0.02)
+        return create_app(self.store, authenticator=authenticator, policies=self.policies,
+                          readiness=self.readiness, metrics=self.metrics.registry,
+                          oidc_issuers=self.settings.oidc.issuers,
+                          checkpoint_signer=self.signer,
+                          trusted_checkpoint_keys=trusted_checkpoint_keys(self.settings))
 
     async def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each check must hold for the gateway to take requests."""

@@ -14,6 +14,7 @@ import base64
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -129,10 +130,36 @@ def _engine(url: str) -> Engine:
     return engine
 
 
-def _unavailable(action: str, exc: Exception) -> AuditUnavailable:
+def _unavailable(action: str, exc: Exception, sqlite_file: Path | None = None) -> AuditUnavailable:
+    if sqlite_file is not None:  # SQLite's message names no credential, and says why
+        cause = getattr(exc, "orig", None) or exc
+        return AuditUnavailable(f"audit store `{sqlite_file}` {action} failed: "
+                                f"{type(exc).__name__}: {cause}", code="audit_unavailable")
     # The driver's message can hold connection details; the type is enough to act on.
     return AuditUnavailable(f"audit store {action} failed: {type(exc).__name__}",
                             code="audit_unavailable")
+
+
+def _sqlite_file(engine: Engine) -> Path | None:
+    """The file of a SQLite store; None for PostgreSQL or an in-memory database."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def _create_directory(directory: Path, store: Path) -> None:
+    """Create a store's missing directories owner-only, as a service's first start would
+    (SQLite creates the file, never its directory)."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    try:
+        for parent in reversed(missing):
+            parent.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise AuditUnavailable(f"audit store `{store}`: cannot create directory "
+                               f"`{exc.filename or directory}`: {reason}",
+                               code="audit_unavailable") from exc
 
 
 def _driver_insert(engine: Engine, table: Table) -> tuple[str, tuple[str, ...] | None]:
@@ -212,10 +239,13 @@ class AuditStore:
         return self.engine.dialect.name
 
     def migrate(self) -> str | None:
+        sqlite_file = _sqlite_file(self.engine)
+        if sqlite_file is not None:
+            _create_directory(sqlite_file.parent, sqlite_file)
         try:
             return migrate(self.engine)
         except SQLAlchemyError as exc:
-            raise _unavailable("migration", exc) from exc
+            raise _unavailable("migration", exc, sqlite_file) from exc
 
     def appender(self) -> Appender:
         """The writer's own connection for :meth:`Appender.append` (one thread only)."""

@@ -13,11 +13,11 @@ import asyncio
 import base64
 import collections
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -26,7 +26,7 @@ from gateway.callout.handler import CalloutHandler
 from gateway.metrics import Metrics
 from gateway.natsjwt.nkeys import Prefix, SigningKeyPair
 
-__all__ = ["AUTH_SUBJECT", "CalloutService"]
+__all__ = ["AUTH_SUBJECT", "CalloutService", "shown_url"]
 
 log = logging.getLogger(__name__)
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
@@ -77,6 +77,11 @@ class _Backlog:
         return await waiter
 
 
+def shown_url(url: str) -> str:
+    """``url`` without user or password, fit for a log line."""
+    return re.sub(r"//[^/@]*@", "//", url)
+
+
 class CalloutService:
     def __init__(
         self, handler: CalloutHandler, *, url: str, user_seed: str,
@@ -106,6 +111,8 @@ class CalloutService:
         self._shed_after = shed_after_seconds
         self._last_shed_log = 0.0
         self._stopping = False
+        self._waiting = False  # connecting for the first time
+        self._said_waiting = False
 
     @property
     def connected(self) -> bool:
@@ -117,20 +124,40 @@ class CalloutService:
         return self.connected and self._subscribed
 
     async def start(self) -> None:
+        """Connect, retrying until nats-server answers (cancel to give up: a signal during
+        the wait must still stop the process), then subscribe."""
         auth: dict[str, Any] = (self._jwt_auth(self._credentials[0]) if self._credentials
                                 else {"nkeys_seed_str": self._seed})
-        self._nc = await nats.connect(
-            self._url, name=self._name, **auth,
-            max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-            error_cb=self._on_error, disconnected_cb=self._on_disconnect,
-            reconnected_cb=self._on_reconnect,
-        )
+        self._nc = Client()
+        self._waiting = True
+        try:
+            # nats-py annotates the wait as int but sleeps for it: half a second is fine.
+            await self._nc.connect(
+                self._url, name=self._name, **auth,
+                max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
+                error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+                reconnected_cb=self._on_reconnect,
+            )
+        except asyncio.CancelledError:
+            await self._abandon()
+            raise
+        self._waiting = False
+        log.info("connected to nats at %s", shown_url(self._url))
         self._workers = [asyncio.create_task(self._work()) for _ in range(self._pool_size)]
         self._sub = await self._nc.subscribe(AUTH_SUBJECT, queue=self._queue,
                                              cb=self._on_message)
         await self._nc.flush()
         self._subscribed = True
         log.info("subscribed to %s in queue group %s", AUTH_SUBJECT, self._queue)
+
+    async def _abandon(self) -> None:
+        """Give up a connect still retrying: close whatever it had opened."""
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await nc.close()
+            except Exception:  # nothing was connected; there is nothing left to release
+                log.debug("closing an unfinished nats connection failed", exc_info=True)
 
     def _jwt_auth(self, jwt_file: str) -> dict[str, Any]:
         """Operator mode: present the user JWT (re-read at every connect, so a renewed one
@@ -251,10 +278,17 @@ class CalloutService:
         self._nc = None
 
     async def _on_error(self, exc: Any) -> None:
+        if self._waiting:
+            # nats-py reports every failed attempt (two a second): say once that we wait.
+            if not self._said_waiting:
+                self._said_waiting = True
+                log.warning("waiting for nats at %s: %s; retrying every 0.5s",
+                            shown_url(self._url), exc)
+            return
         log.warning("nats error: %s", exc)
 
     async def _on_disconnect(self) -> None:
-        if not self._stopping:
+        if not self._stopping and not self._waiting:  # never connected: nothing was lost
             log.warning("disconnected from nats, reconnecting")
 
     async def _on_reconnect(self) -> None:

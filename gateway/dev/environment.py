@@ -5,11 +5,14 @@ for auth callout with xkey on, and writes a gateway config pointing at both, the
 repository's ``policies/`` and a SQLite audit store, all under one state directory.
 Keys are generated once and reused. ``dev.json`` records the ports and the dev client
 credentials so that ``nats-gateway dev token`` can mint envelopes; it is dev-only state
-(mode 0600) and holds no gateway key.
+(mode 0600) and holds no gateway key. One environment per state directory: a second
+``dev`` on the same directory is refused (a lock held while the first runs), since it
+would rewrite the first's ``gateway.toml`` and delete its ``dev.json``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -38,6 +41,7 @@ __all__ = ["DEV_AUDIENCE", "DevEnvironment", "read_dev_state"]
 DEV_AUDIENCE = "nats-gateway"
 DEV_ISSUER_NAME = "dev"
 STATE_FILE = "dev.json"
+LOCK_FILE = "dev.lock"
 
 
 @dataclass
@@ -51,13 +55,43 @@ class DevEnvironment:
         self.issuer: DevIssuer | None = None
         self.nats: NatsServer | None = None
         self.admin_token = ""
+        self._lock: int | None = None
 
     def start(self) -> GatewaySettings:
-        """Start issuer and nats-server; return the settings for the gateway."""
+        """Start issuer and nats-server; return the settings for the gateway. Raises
+        ConfigError, touching nothing, when another environment runs on this state dir."""
         # The generated config holds absolute paths: it is read relative to its own dir.
         self.state_dir = self.state_dir.resolve()
         self.policy_dir = self.policy_dir.resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._take_lock()
+        try:
+            return self._start_locked()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _take_lock(self) -> None:
+        """Hold the state directory for this process's life; the kernel lets go when it
+        ends, however it ends, so a killed environment never blocks the next one."""
+        fd = os.open(self.state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(self._already_running()) from None
+        self._lock = fd
+
+    def _already_running(self) -> str:
+        try:
+            state = json.loads((self.state_dir / STATE_FILE).read_text())
+            running = f" (pid {int(state['pid'])}, nats at {state['nats_url']})"
+        except (OSError, ValueError, KeyError, TypeError):  # still starting: no state yet
+            running = ""
+        return (f"a dev environment is already running in `{self.state_dir}`{running}: "
+                "stop it, or pass another --state-dir")
+
+    def _start_locked(self) -> GatewaySettings:
         keys_dir = self.state_dir / "keys"
         if not (keys_dir / ISSUER_FILE).exists():
             generate_keys(keys_dir)
@@ -129,7 +163,10 @@ algorithms = ["RS256"]
             self.nats.stop()
         if self.issuer is not None:
             self.issuer.stop()
-        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        if self._lock is not None:  # the state is ours to remove only while we hold it
+            (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None
 
 
 def read_dev_state(state_dir: Path) -> dict[str, Any]:

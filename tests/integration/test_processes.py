@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -220,26 +221,39 @@ async def test_two_serve_processes_share_the_queue_group(plain_stack: Stack) -> 
     assert all(count > 0 for count in per_replica.values()), per_replica
 
 
+def _start_dev(cwd: Path) -> tuple[subprocess.Popen[str], str, str]:
+    """`dev` as README runs it (the default, relative state dir under the working
+    directory); the process, its audit API URL and admin token once it is up."""
+    proc = subprocess.Popen(
+        [*CLI, "dev", "--api-port", "0", "--policy-dir", str(REPO / "policies")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    try:
+        api_url = _wait_for_line(proc, r"audit API").split()[-1]
+        admin = _wait_for_line(proc, r"admin token").split()[-1]
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc, api_url, admin
+
+
+async def _connect_as_dev_worker(cwd: Path, state: Path) -> None:
+    """What the banner tells a user to do: `dev token`, then connect with it."""
+    printed = subprocess.run(
+        [*CLI, "dev", "token", "--dag", "etl", "--task", "load"],
+        capture_output=True, text=True, cwd=cwd, timeout=30, check=True)
+    envelope = printed.stdout.strip()
+    assert json.loads(envelope)["scope"] == {"dag_id": "etl", "task_id": "load"}
+    nats_url = json.loads((state / "dev.json").read_text())["nats_url"]
+    nc = await connect(nats_url, envelope)
+    await nc.close()
+
+
 async def test_dev_command_runs_the_whole_stack(tmp_path: Path) -> None:
     """What README's first command starts: dev issuer, nats-server, gateway, API."""
     state = tmp_path / ".nats-gateway" / "dev"
-    # as README runs it: the default, relative state dir under the working directory
-    proc = subprocess.Popen(
-        [*CLI, "dev", "--api-port", "0", "--policy-dir", str(REPO / "policies")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    proc, api_url, admin = _start_dev(tmp_path)
     try:
-        banner = {"api": _wait_for_line(proc, r"audit API"),
-                  "token": _wait_for_line(proc, r"admin token")}
-        api_url = banner["api"].split()[-1]
-        admin = banner["token"].split()[-1]
-        printed = subprocess.run(
-            [*CLI, "dev", "token", "--dag", "etl", "--task", "load"],
-            capture_output=True, text=True, cwd=tmp_path, timeout=30, check=True)
-        envelope = printed.stdout.strip()
-        assert json.loads(envelope)["scope"] == {"dag_id": "etl", "task_id": "load"}
-        nats_url = json.loads((state / "dev.json").read_text())["nats_url"]
-        nc = await connect(nats_url, envelope)
-        await nc.close()
+        await _connect_as_dev_worker(tmp_path, state)
         async with httpx.AsyncClient() as http:
             listed = await http.get(api_url, headers={"Authorization": f"Bearer {admin}"})
         [grant] = listed.json()["items"]
@@ -250,6 +264,25 @@ async def test_dev_command_runs_the_whole_stack(tmp_path: Path) -> None:
         _stop(proc)
     assert proc.returncode == 0
     assert not (state / "dev.json").exists()
+
+
+async def test_a_second_dev_on_the_same_state_dir_is_refused_and_the_first_keeps_working(
+        tmp_path: Path) -> None:
+    state = tmp_path / ".nats-gateway" / "dev"
+    first, _, _ = _start_dev(tmp_path)
+    try:
+        before = {name: (state / name).read_bytes() for name in ("dev.json", "gateway.toml")}
+        pid = json.loads(before["dev.json"])["pid"]
+        second = subprocess.run(
+            [*CLI, "dev", "--api-port", "0", "--policy-dir", str(REPO / "policies")],
+            capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+        assert f"a dev environment is already running in `{state}` (pid {pid}, nats at " \
+            in _one_line_error(second)
+        assert {name: (state / name).read_bytes() for name in before} == before
+        await _connect_as_dev_worker(tmp_path, state)
+    finally:
+        _stop(first)
+    assert first.returncode == 0
 
 
 def test_keys_generate_and_nats_config_make_a_config_nats_server_accepts(
@@ -290,6 +323,108 @@ def test_serve_refuses_a_bad_config_clearly(tmp_path: Path) -> None:
                             text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert "`nats.bogus`" in result.stderr and "`keys`" in result.stderr
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a refused start (no traceback, no usage text)."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nats-gateway: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("options", "environment", "expected"), [
+    (["--log-level", "FOO"], {}, "log level `FOO` is not one of debug, info"),
+    ([], {"NATS_GATEWAY_LOG_LEVEL": "FOO"}, "log level `FOO`"),
+    ([], {"NATS_GATEWAY_LOG_FORMAT": "yaml"}, "log format `yaml`"),
+    ([], {"NATS_GATEWAY_AUDT__URL": "sqlite:///elsewhere.db"},
+     "environment variable `NATS_GATEWAY_AUDT__URL` is not a setting "
+     "(did you mean `NATS_GATEWAY_AUDIT__URL`?)"),
+], ids=["log-level-option", "log-level-variable", "log-format-variable", "section-typo"])
+def test_configuration_mistakes_are_one_line_errors(
+        options: list[str], environment: dict[str, str], expected: str,
+        tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('[nats]\nuser_seed_file = "x"\n[keys]\nissuer_seed_file = "y"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_GATEWAY_")}
+    result = subprocess.run([*CLI, *options, "serve", "--config", str(config)],
+                            capture_output=True, text=True, timeout=30, check=False,
+                            env={**env, **environment})
+    assert expected in _one_line_error(result)
+
+
+def _free_port() -> int:
+    """A port nothing listens on (a nats-server that is not there)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _write_config(stack: Stack, name: str, **sections: dict[str, object]) -> Path:
+    data = settings_dict(stack.tmp, stack.keys, stack.nats_url, stack.issuer.issuer,
+                         xkey=True, audit_db=stack.tmp / f"{name}.db",
+                         admin_token=stack.admin_token, instance=name)
+    for section, values in sections.items():
+        data[section].update(values)  # type: ignore[attr-defined]
+    config = stack.tmp / f"{name}.toml"
+    config.write_text(_toml(data))
+    return config
+
+
+async def _get_until(url: str, status: int) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        for _ in range(200):
+            response = await http.get(url)
+            if response.status_code == status:
+                return response
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} never answered {status}: {response.text}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_signal_stops_serve_while_nats_server_is_unreachable(
+        plain_stack: Stack, signum: signal.Signals) -> None:
+    """The API answers during the wait, /readyz says what it waits for, and the wait ends
+    at the signal (it used to take SIGKILL)."""
+    config = _write_config(plain_stack, "waiting",
+                           nats={"url": f"nats://127.0.0.1:{_free_port()}"})
+    proc = subprocess.Popen([*CLI, "--log-level", "INFO", "serve", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO)
+    try:
+        listening = _wait_for_line(proc, r"audit api listening on http://127\.0\.0\.1:\d+")
+        _wait_for_line(proc, r"waiting for nats at nats://127\.0\.0\.1:\d+")
+        api = listening.split()[-1]
+        assert (await _get_until(f"{api}/healthz", 200)).json() == {"status": "ok"}
+        ready = (await _get_until(f"{api}/readyz", 503)).json()
+        assert ready["reason"] == "waiting for nats"
+        assert ready["checks"]["nats_connected"] is False
+        proc.send_signal(signum)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_refuses_a_taken_api_port_before_joining_the_queue_group(
+        plain_stack: Stack, workers: int) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = _write_config(plain_stack, "clash", api={"port": port})
+        result = subprocess.run([*CLI, "--log-level", "INFO", "serve", "--config", str(config),
+                                 "--workers", str(workers)],
+                                capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"nats-gateway: error: audit api cannot listen on `127.0.0.1:{port}`: "
+        "address already in use")
+    # the callout service never started: no connection, no subscription to auth requests
+    assert "connected to nats" not in result.stderr and "subscribed" not in result.stderr
 
 
 async def _connected(stack: Stack, name: str) -> bool:

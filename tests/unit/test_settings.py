@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from gateway.config import GatewaySettings, load_settings
+from gateway.config import GatewaySettings, check_environment, load_settings
 from gateway.errors import ConfigError
 from gateway.identity.oidc_config import OidcIssuerConfig
 
@@ -223,3 +223,33 @@ def test_a_bad_environment_value_is_a_clear_error(tmp_path: Path,
     with pytest.raises(ConfigError, match=r"`nats.max_in_flight`.*NATS_GATEWAY_|NATS_GATEWAY_.*"
                                           r"`nats.max_in_flight`"):
         load_settings(config)
+
+
+@pytest.mark.parametrize(("name", "suggestion"), [
+    ("NATS_GATEWAY_AUDT__URL", "NATS_GATEWAY_AUDIT__URL"),
+    ("NATS_GATEWAY_API__PORTT", "NATS_GATEWAY_API__PORT"),
+    ("NATS_GATEWAY_NATS__URL__HOST", "NATS_GATEWAY_NATS__URL"),
+    ("NATS_GATEWAY_LOGLEVEL", "NATS_GATEWAY_LOG_LEVEL"),
+    ("NATS_GATEWAY_WHATEVER", None),
+])
+def test_a_variable_that_sets_nothing_is_a_configuration_error(
+        name: str, suggestion: str | None, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt section would otherwise be ignored and the file's value used."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(_toml(json.loads(json.dumps(BASE))))
+    monkeypatch.setenv(name, "x")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    message = caught.value.description
+    assert f"environment variable `{name}` is not a setting" in message
+    assert (f"did you mean `{suggestion}`" in message) if suggestion else "did you" not in message
+
+
+@pytest.mark.parametrize("name", [
+    "NATS_GATEWAY_LOG_LEVEL", "NATS_GATEWAY_AUDIT", "NATS_GATEWAY_OIDC__ISSUERS",
+    "NATS_GATEWAY_NATS__ACCOUNTS__OPS__SIGNING_KEY_FILE", "NATS_GATEWAY_API__OIDC__ISSUER__NAME",
+    "nats_gateway_audit__url",
+])
+def test_variables_that_name_a_setting_or_the_cli_are_accepted(name: str) -> None:
+    check_environment({name: "x"})

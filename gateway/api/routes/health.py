@@ -3,7 +3,9 @@
 None needs authentication, so none shows more than status: checks, counts and hashes;
 no policy contents, error text or identities (those are on the authenticated
 ``GET /v1/policies`` and in the log). ``/readyz`` answers 503 unless the gateway is
-connected to NATS and subscribed, has a policy set, and can write its audit store. An
+connected to NATS and subscribed, has a policy set, and can write its audit store;
+``"reason"`` then says which in fixed words (``waiting for nats`` while it starts or
+nats-server is away; the address is in the log, not on this public endpoint). An
 invalid policy edit does not make it unready: the last good set stays in force, and
 ``"status": "degraded"`` with the failure count says so; taking the gateway out of
 service would deny every worker over one typo.
@@ -26,6 +28,15 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+# Why the gateway is not ready: the first failing check, in the order start needs them.
+_NOT_READY = {
+    "nats_connected": "waiting for nats",
+    "subscribed": "not subscribed to auth requests",
+    "policies_loaded": "no policy set loaded",
+    "audit_store_writable": "audit store not writable",
+}
+
+
 @router.get("/readyz")
 async def readyz(request: Request, response: Response, holder: Policies) -> dict[str, Any]:
     readiness = request.app.state.readiness
@@ -38,6 +49,8 @@ async def readyz(request: Request, response: Response, holder: Policies) -> dict
     return {
         "status": "not_ready" if not ready else "ready" if error is None else "degraded",
         "checks": checks,
+        "reason": next((_NOT_READY.get(name, name) for name, ok in checks.items() if not ok),
+                       None),
         "policy": {
             "status": status["status"],
             "content_hash": status["content_hash"],
