@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateway.cli_audit import add_audit_commands, run_audit_command
 from gateway.cli_policy import add_policy_commands, run_policy_command
@@ -26,7 +27,15 @@ from gateway.config import GatewaySettings, load_settings, read_seed
 from gateway.errors import ConfigError, GatewayError
 from gateway.keyfiles import generate_keys, generate_operator_keys
 from gateway.logs import configure_logging
-from gateway.natsconf import CalloutServerConfig, render_callout_config
+from gateway.natsconf import (
+    MERGE_ACCOUNTS_FILE,
+    MERGE_AUTHORIZATION_FILE,
+    CalloutServerConfig,
+    merge_instructions,
+    render_callout_config,
+    render_merge_accounts,
+    render_merge_authorization,
+)
 from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
 
 __all__ = ["main"]
@@ -58,12 +67,34 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--accounts", default="APP",
                           help="operator mode: comma-separated target account names")
 
-    nats_config = commands.add_parser("nats-config", help="print the nats-server config")
-    nats_config.add_argument("--config", type=Path, required=True)
-    nats_config.add_argument("--listen", default="0.0.0.0:4222", help="HOST:PORT")
+    nats_config = commands.add_parser(
+        "nats-config", help="write the nats-server config that trusts the gateway's keys",
+        description="Print (or write) the nats-server configuration for the gateway's keys. "
+                    "--mode full: a whole server config, for a new server. --mode merge: "
+                    "two files to include into an existing config, which keep its accounts "
+                    "(and their JetStream) as they are. Operator mode (nats.mode = "
+                    "\"operator\") always writes a whole config into --out.")
+    nats_config.add_argument("--config", type=Path, required=True,
+                             help="the gateway's TOML config (its keys and nats.url)")
+    nats_config.add_argument("--mode", choices=("full", "merge"), default="full",
+                             help="full (default): print a whole server config; merge: "
+                                  "write the callout account and authorization block "
+                                  "into --out, to include into your existing config")
+    nats_config.add_argument("--listen", metavar="HOST:PORT",
+                             help="where the server listens (default: host and port of "
+                                  "nats.url; 0.0.0.0:4222 for every interface); full "
+                                  "and operator mode")
+    nats_config.add_argument("--monitor-port", type=int, metavar="PORT",
+                             help="also serve nats-server's monitoring endpoints "
+                                  "(/healthz, /varz) on this port of the listen host")
+    nats_config.add_argument("--keep-user", action="append", default=[], metavar="NAME",
+                             help="merge mode: a user of your existing config that keeps "
+                                  "its static credentials instead of going through the "
+                                  "callout (listed in auth_users; repeatable)")
     nats_config.add_argument("--out", type=Path,
-                             help="operator mode: directory for nats-server.conf, "
-                                  "gateway.jwt and worker.creds")
+                             help="merge and operator mode: directory to write the files "
+                                  "into (operator: nats-server.conf, gateway.jwt, "
+                                  "worker.creds)")
     nats_config.add_argument("--keys", type=Path,
                              help="operator mode: keys directory (default: the issuer "
                                   "seed's directory)")
@@ -131,21 +162,23 @@ def _keys_generate(out: Path, operator: bool, accounts: str) -> int:
     return 0
 
 
-def _nats_config(config: Path, listen: str, out: Path | None, keys: Path | None) -> int:
-    settings = load_settings(config)
-    host, _, port = listen.rpartition(":")
-    if not host or not port.lstrip("-").isdigit():
+def _listen_address(listen: str | None, nats_url: str) -> tuple[str, int]:
+    """--listen, or the host and port the gateway itself connects to (nats.url)."""
+    if listen is None:
+        url = urlsplit(nats_url.split(",")[0].strip())
+        try:
+            port = url.port or 4222
+        except ValueError as exc:
+            raise ConfigError(f"nats.url `{nats_url}` has a bad port: pass --listen") from exc
+        return url.hostname or "127.0.0.1", port
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.lstrip("-").isdigit():
         raise ConfigError(f"--listen `{listen}` must be HOST:PORT")
-    if settings.nats.mode == "operator":
-        from gateway.operator_setup import write_operator_files
+    return host.strip("[]"), int(port_text)
 
-        if out is None:
-            raise ConfigError("operator mode writes several files: pass --out DIR")
-        files = write_operator_files(settings, keys or settings.keys.issuer_seed_file.parent,
-                                     out, host=host, port=int(port))
-        print(f"wrote {files.server_config} (nats-server -c), {files.gateway_jwt} "
-              f"(nats.user_jwt_file), {files.worker_creds} (workers' sentinel, mode 0600)")
-        return 0
+
+def _callout_server_config(args: argparse.Namespace, settings: GatewaySettings, host: str,
+                           port: int) -> CalloutServerConfig:
     issuer = SigningKeyPair.from_seed(read_seed(settings.keys.issuer_seed_file, "issuer"),
                                       Prefix.ACCOUNT)
     user = SigningKeyPair.from_seed(read_seed(settings.nats.user_seed_file, "nats user"),
@@ -153,14 +186,51 @@ def _nats_config(config: Path, listen: str, out: Path | None, keys: Path | None)
     xkey = None
     if settings.keys.xkey_seed_file is not None:
         xkey = CurveKeyPair.from_seed(read_seed(settings.keys.xkey_seed_file, "xkey"))
-    print(render_callout_config(CalloutServerConfig(
+    return CalloutServerConfig(
         extra_accounts=tuple(sorted(settings.nats.account_names
                                     - {settings.nats.target_account})),
         issuer_account=issuer.public_key, auth_user_nkey=user.public_key,
         target_account=settings.nats.target_account, auth_account=settings.nats.auth_account,
-        xkey=xkey.public_key if xkey else None, host=host, port=int(port),
-        auth_timeout_seconds=settings.nats.auth_timeout_seconds,
-    )))
+        xkey=xkey.public_key if xkey else None, host=host, port=port,
+        auth_timeout_seconds=settings.nats.auth_timeout_seconds, http_port=args.monitor_port,
+        static_users=tuple(args.keep_user),
+    )
+
+
+def _write_merge_files(cfg: CalloutServerConfig, out: Path | None) -> int:
+    if out is None:
+        raise ConfigError("merge mode writes two files to include: pass --out DIR")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MERGE_ACCOUNTS_FILE).write_text(render_merge_accounts(cfg))
+    (out / MERGE_AUTHORIZATION_FILE).write_text(render_merge_authorization(cfg))
+    print(f"wrote {out / MERGE_ACCOUNTS_FILE} and {out / MERGE_AUTHORIZATION_FILE}")
+    print(merge_instructions(), end="")
+    targets = ", ".join(sorted((*cfg.extra_accounts, cfg.target_account)))
+    print(f"granted users are placed in account(s) {targets}: each must exist in your "
+          "accounts block")
+    return 0
+
+
+def _nats_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    host, port = _listen_address(args.listen, settings.nats.url)
+    if settings.nats.mode == "operator":
+        from gateway.operator_setup import write_operator_files
+
+        if args.mode == "merge":
+            raise ConfigError("merge mode is for config mode; operator mode keeps accounts "
+                              "in JWTs (docs/operator-mode.md)")
+        if args.out is None:
+            raise ConfigError("operator mode writes several files: pass --out DIR")
+        files = write_operator_files(settings, args.keys or settings.keys.issuer_seed_file.parent,
+                                     args.out, host=host, port=port)
+        print(f"wrote {files.server_config} (nats-server -c), {files.gateway_jwt} "
+              f"(nats.user_jwt_file), {files.worker_creds} (workers' sentinel, mode 0600)")
+        return 0
+    cfg = _callout_server_config(args, settings, host, port)
+    if args.mode == "merge":
+        return _write_merge_files(cfg, args.out)
+    print(render_callout_config(cfg))
     return 0
 
 
@@ -246,7 +316,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "keys":
         return _keys_generate(args.out, args.operator, args.accounts)
     if args.command == "nats-config":
-        return _nats_config(args.config, args.listen, args.out, args.keys)
+        return _nats_config(args)
     if args.command == "policy":
         return run_policy_command(args)
     if args.command == "audit":
