@@ -1,12 +1,7 @@
 """The `nats-gateway` command: the only module that prints.
 
-    nats-gateway serve --config FILE [--workers N]
-    nats-gateway keys generate --out DIR
-    nats-gateway nats-config --config FILE [--listen HOST:PORT]
-    nats-gateway dev [--state-dir DIR] [--api-port N] [--no-xkey]
-    nats-gateway dev token --dag D --task T [--run R]
-    nats-gateway policy check DIR | explain ... | schema
-    nats-gateway audit migrate | verify | purge --config FILE
+The top-level help (USAGE below) is what users read first: every command is in it, and
+tests/unit/test_cli_help.py checks that it stays so.
 """
 
 from __future__ import annotations
@@ -42,25 +37,56 @@ __all__ = ["main"]
 
 DEFAULT_DEV_DIR = Path(".nats-gateway/dev")
 
+DESCRIPTION = """\
+Authorize NATS clients (Airflow workers) by who they are and which DAG and task they
+act for: nats-server asks the gateway through auth callout, the gateway checks the
+worker's OIDC token or AWS IAM proof against the policies, answers with a user JWT
+limited to that task, and records every decision in an audit log.
+
+commands:
+  nats-gateway dev [--state-dir DIR] [--api-port N] [--no-xkey]
+                                         everything on this machine, to try it out
+  nats-gateway dev token --dag D --task T [--run R]
+                                         print a credential envelope from the dev issuer
+  nats-gateway dev issuer --public-url URL [--listen HOST:PORT]
+                                         only the sample OIDC issuer (compose stack)
+  nats-gateway keys generate --out DIR [--operator [--accounts A,B]]
+                                         create the gateway's keys
+  nats-gateway nats-config --config FILE [--mode full|merge] [--listen HOST:PORT]
+                                         the nats-server config that trusts those keys
+  nats-gateway serve --config FILE [--workers N]
+                                         run the gateway
+  nats-gateway policy check DIR | explain ... | schema
+                                         validate, explain and describe policies
+  nats-gateway audit migrate | verify | purge --config FILE
+                                         manage and verify the audit store
+
+Run `nats-gateway COMMAND --help` for a command's options. Docs: README.md, docs/."""
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nats-gateway", description=__doc__,
+    parser = argparse.ArgumentParser(prog="nats-gateway", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log-level", default=os.environ.get("NATS_GATEWAY_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=os.environ.get("NATS_GATEWAY_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING or ERROR (default: "
+                             "$NATS_GATEWAY_LOG_LEVEL or INFO)")
     parser.add_argument("--log-format", choices=("text", "json"),
                         default=os.environ.get("NATS_GATEWAY_LOG_FORMAT", "text"),
                         help="json: one object per line (for log pipelines)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway from a config file")
-    serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument("--config", type=Path, required=True,
+                       help="the gateway's TOML config (docs/configuration.md)")
     serve.add_argument("--workers", type=int, default=1,
                        help="run N processes in the queue group (worker 0 serves the API)")
 
     keys = commands.add_parser("keys", help="manage the gateway's keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_commands.add_parser("generate", help="create issuer, auth user and xkey")
-    generate.add_argument("--out", type=Path, required=True)
+    generate.add_argument("--out", type=Path, required=True,
+                          help="directory for the key files (created; existing keys are "
+                               "never overwritten)")
     generate.add_argument("--operator", action="store_true",
                           help="also the operator-mode keys: operator, system account, and "
                                "a key and signing key per target account")
@@ -100,15 +126,20 @@ def _parser() -> argparse.ArgumentParser:
                                   "seed's directory)")
 
     dev = commands.add_parser("dev", help="run everything locally on embedded defaults")
-    dev.add_argument("--state-dir", type=Path, default=DEFAULT_DEV_DIR)
-    dev.add_argument("--api-port", type=int, default=8080)
-    dev.add_argument("--policy-dir", type=Path, default=Path("policies"))
-    dev.add_argument("--no-xkey", action="store_true")
+    dev.add_argument("--state-dir", type=Path, default=DEFAULT_DEV_DIR,
+                     help=f"keys, configs, logs and the audit database of the dev stack "
+                          f"(default: {DEFAULT_DEV_DIR})")
+    dev.add_argument("--api-port", type=int, default=8080,
+                     help="port of the audit API (default: 8080)")
+    dev.add_argument("--policy-dir", type=Path, default=Path("policies"),
+                     help="policy directory (default: policies)")
+    dev.add_argument("--no-xkey", action="store_true",
+                     help="do not encrypt callout requests (xkey is on by default)")
     dev_commands = dev.add_subparsers(dest="dev_command")
     token = dev_commands.add_parser("token", help="print a credential envelope")
-    token.add_argument("--dag", required=True)
-    token.add_argument("--task", required=True)
-    token.add_argument("--run", default=None)
+    token.add_argument("--dag", required=True, help="the DAG id to ask for")
+    token.add_argument("--task", required=True, help="the task id to ask for")
+    token.add_argument("--run", default=None, help="the run id to ask for (optional)")
     token.add_argument("--subject", default=None, help="token subject (default: client id)")
     sample = dev_commands.add_parser(
         "issuer", help="run only the sample OIDC issuer (for the compose stack)")
