@@ -133,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="port of the audit API (default: 8080)")
     dev.add_argument("--policy-dir", type=Path, default=Path("policies"),
                      help="policy directory (default: policies)")
+    dev.add_argument("--host", default="127.0.0.1",
+                     help="address nats-server and the audit API listen on (default: "
+                          "127.0.0.1; 0.0.0.0 inside a container)")
+    dev.add_argument("--nats-port", type=int, default=-1,
+                     help="nats-server's port (default: any free port)")
     dev.add_argument("--no-xkey", action="store_true",
                      help="do not encrypt callout requests (xkey is on by default)")
     dev_commands = dev.add_subparsers(dest="dev_command")
@@ -269,7 +274,8 @@ def _dev(args: argparse.Namespace) -> int:
     from gateway.dev.environment import DevEnvironment
 
     env = DevEnvironment(state_dir=args.state_dir, policy_dir=args.policy_dir,
-                         api_port=args.api_port, xkey=not args.no_xkey)
+                         api_port=args.api_port, xkey=not args.no_xkey, host=args.host,
+                         nats_port=args.nats_port)
     settings = env.start()
     try:
         banner = _dev_banner(env, settings)
@@ -282,23 +288,8 @@ def _dev(args: argparse.Namespace) -> int:
 def _dev_banner(env: object, settings: GatewaySettings) -> str:
     from gateway.dev.environment import DevEnvironment
 
-    assert isinstance(env, DevEnvironment) and env.nats and env.issuer
-    xkey = "on" if env.xkey else "off"
-    return f"""nats-gateway dev is running (Ctrl-C to stop)
-  nats-server  {env.nats.url}  (auth callout, xkey {xkey})
-  OIDC issuer  {env.issuer.issuer}
-  audit API    http://127.0.0.1:{{api_port}}/v1/grants
-  admin token  {env.admin_token}
-  policies     {settings.policy.dir}
-  audit store  {settings.audit.url}
-
-Connect as the worker of DAG `etl`, task `load` (another shell):
-  nats-gateway dev token --dag etl --task load > /tmp/envelope
-  python -c "import asyncio, nats; asyncio.run(nats.connect('{env.nats.url}', \\
-      token=open('/tmp/envelope').read()))"
-Read the audit log:
-  curl -H "Authorization: Bearer {env.admin_token}" http://127.0.0.1:{{api_port}}/v1/grants
-"""
+    assert isinstance(env, DevEnvironment)
+    return env.banner(settings)
 
 
 def _dev_token(args: argparse.Namespace) -> int:
