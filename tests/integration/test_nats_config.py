@@ -6,6 +6,7 @@ connects through the callout. Runtime permission violations are nats-server's to
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -34,6 +35,7 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "gateway.cli"]
+ADMIN_TOKEN = "sample-admin-token-for-this-test-only"
 
 # An operator's config from before the gateway: its own accounts, JetStream on one.
 EXISTING = """\
@@ -127,7 +129,7 @@ async def test_merge_mode_keeps_the_existing_accounts_and_a_worker_connects(
         (tmp_path / "policies" / "etl.yaml").write_text(policy_yaml(issuer.issuer))
         gateway = Gateway(GatewaySettings.model_validate(settings_dict(
             tmp_path, tmp_path / "keys", server.url, issuer.issuer, xkey=True,
-            audit_db=tmp_path / "audit.db", admin_token="t" * 32)))
+            audit_db=tmp_path / "audit.db", admin_token=ADMIN_TOKEN)))
         await gateway.start()
 
         errors = Violations()
@@ -152,9 +154,18 @@ async def test_merge_mode_keeps_the_existing_accounts_and_a_worker_connects(
             app = (await http.get(f"{_monitoring_url(server)}/accountz",
                                   params={"acc": "APP"})).json()
         assert app["account_detail"]["jetstream_enabled"] is True
-        # The violation is enforced and logged by nats-server, with the user nkey the
-        # gateway's grant record holds (docs/operations.md).
-        assert "Publish Violation" in server.log_tail(200)
+        # The violation is enforced and logged by nats-server, not the gateway; its
+        # connection id and dag/task name lead to the grant (docs/operations.md).
+        [violation] = [line for line in server.log_tail(200).splitlines()
+                       if "Publish Violation" in line]
+        cid = re.search(r" - cid:(\d+) - ", violation)
+        assert cid is not None and '"APP/user:etl/load"' in violation
+        async with httpx.AsyncClient() as http:
+            grants = (await http.get(
+                f"http://127.0.0.1:{gateway.api_port}/v1/grants",
+                params={"dag": "etl", "task": "load", "decision": "grant"},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})).json()["items"]
+        assert [g["client"]["id"] for g in grants] == [int(cid[1])]
     finally:
         if gateway is not None:
             await gateway.stop()

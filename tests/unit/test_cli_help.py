@@ -5,6 +5,7 @@ every command (nested ones too), so nothing is found only by reading the source.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -56,3 +57,16 @@ def test_the_top_level_help_names_every_command() -> None:
             assert f"nats-gateway {' '.join(path)}" in description or (
                 len(path) > 1 and path[-1] in description), path
     assert "the only module that prints" not in description  # written for users
+
+
+def test_the_readme_documents_every_nats_config_option_it_uses() -> None:
+    """README step 3 names both modes and --listen; every flag it shows exists."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    step = readme[readme.index("3. Generate the nats-server"):readme.index("4. Run `nats")]
+    known = {o for a in COMMANDS[("nats-config",)]._actions for o in a.option_strings}
+    used = set(re.findall(r"(--[a-z][a-z-]+)", step))
+    assert {"--mode", "--listen", "--keep-user", "--out"} <= used
+    assert used <= known, used - known
+    assert "--mode full" in step and "--mode merge" in step
