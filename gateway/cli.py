@@ -1,12 +1,7 @@
 """The `nats-gateway` command: the only module that prints.
 
-    nats-gateway serve --config FILE [--workers N]
-    nats-gateway keys generate --out DIR
-    nats-gateway nats-config --config FILE [--listen HOST:PORT]
-    nats-gateway dev [--state-dir DIR] [--api-port N] [--no-xkey]
-    nats-gateway dev token --dag D --task T [--run R]
-    nats-gateway policy check DIR | explain ... | schema
-    nats-gateway audit migrate | verify | purge --config FILE
+The top-level help (USAGE below) is what users read first: every command is in it, and
+tests/unit/test_cli_help.py checks that it stays so.
 """
 
 from __future__ import annotations
@@ -20,6 +15,7 @@ import sys
 import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateway.cli_audit import add_audit_commands, run_audit_command
 from gateway.cli_policy import add_policy_commands, run_policy_command
@@ -27,58 +23,129 @@ from gateway.config import GatewaySettings, load_settings, read_seed
 from gateway.errors import ConfigError, GatewayError
 from gateway.keyfiles import generate_keys, generate_operator_keys
 from gateway.logs import configure_logging
-from gateway.natsconf import CalloutServerConfig, render_callout_config
+from gateway.natsconf import (
+    MERGE_ACCOUNTS_FILE,
+    MERGE_AUTHORIZATION_FILE,
+    CalloutServerConfig,
+    merge_instructions,
+    render_callout_config,
+    render_merge_accounts,
+    render_merge_authorization,
+)
 from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
 
 __all__ = ["main"]
 
 DEFAULT_DEV_DIR = Path(".nats-gateway/dev")
 
+DESCRIPTION = """\
+Authorize NATS clients (Airflow workers) by who they are and which DAG and task they
+act for: nats-server asks the gateway through auth callout, the gateway checks the
+worker's OIDC token or AWS IAM proof against the policies, answers with a user JWT
+limited to that task, and records every decision in an audit log.
+
+commands:
+  nats-gateway dev [--state-dir DIR] [--api-port N] [--no-xkey]
+                                         everything on this machine, to try it out
+  nats-gateway dev token --dag D --task T [--run R]
+                                         print a credential envelope from the dev issuer
+  nats-gateway dev issuer --public-url URL [--listen HOST:PORT]
+                                         only the sample OIDC issuer (compose stack)
+  nats-gateway keys generate --out DIR [--operator [--accounts A,B]]
+                                         create the gateway's keys
+  nats-gateway nats-config --config FILE [--mode full|merge] [--listen HOST:PORT]
+                                         the nats-server config that trusts those keys
+  nats-gateway serve --config FILE [--workers N]
+                                         run the gateway
+  nats-gateway policy check DIR | explain ... | schema
+                                         validate, explain and describe policies
+  nats-gateway audit migrate | verify | purge --config FILE
+                                         manage and verify the audit store
+
+Run `nats-gateway COMMAND --help` for a command's options. Docs: README.md, docs/."""
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nats-gateway", description=__doc__,
+    parser = argparse.ArgumentParser(prog="nats-gateway", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log-level", default=os.environ.get("NATS_GATEWAY_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=os.environ.get("NATS_GATEWAY_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING or ERROR (default: "
+                             "$NATS_GATEWAY_LOG_LEVEL or INFO)")
     parser.add_argument("--log-format", choices=("text", "json"),
                         default=os.environ.get("NATS_GATEWAY_LOG_FORMAT", "text"),
                         help="json: one object per line (for log pipelines)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway from a config file")
-    serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument("--config", type=Path, required=True,
+                       help="the gateway's TOML config (docs/configuration.md)")
     serve.add_argument("--workers", type=int, default=1,
                        help="run N processes in the queue group (worker 0 serves the API)")
 
     keys = commands.add_parser("keys", help="manage the gateway's keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_commands.add_parser("generate", help="create issuer, auth user and xkey")
-    generate.add_argument("--out", type=Path, required=True)
+    generate.add_argument("--out", type=Path, required=True,
+                          help="directory for the key files (created; existing keys are "
+                               "never overwritten)")
     generate.add_argument("--operator", action="store_true",
                           help="also the operator-mode keys: operator, system account, and "
                                "a key and signing key per target account")
     generate.add_argument("--accounts", default="APP",
                           help="operator mode: comma-separated target account names")
 
-    nats_config = commands.add_parser("nats-config", help="print the nats-server config")
-    nats_config.add_argument("--config", type=Path, required=True)
-    nats_config.add_argument("--listen", default="0.0.0.0:4222", help="HOST:PORT")
+    nats_config = commands.add_parser(
+        "nats-config", help="write the nats-server config that trusts the gateway's keys",
+        description="Print (or write) the nats-server configuration for the gateway's keys. "
+                    "--mode full: a whole server config, for a new server. --mode merge: "
+                    "two files to include into an existing config, which keep its accounts "
+                    "(and their JetStream) as they are. Operator mode (nats.mode = "
+                    "\"operator\") always writes a whole config into --out.")
+    nats_config.add_argument("--config", type=Path, required=True,
+                             help="the gateway's TOML config (its keys and nats.url)")
+    nats_config.add_argument("--mode", choices=("full", "merge"), default="full",
+                             help="full (default): print a whole server config; merge: "
+                                  "write the callout account and authorization block "
+                                  "into --out, to include into your existing config")
+    nats_config.add_argument("--listen", metavar="HOST:PORT",
+                             help="where the server listens (default: host and port of "
+                                  "nats.url; 0.0.0.0:4222 for every interface); full "
+                                  "and operator mode")
+    nats_config.add_argument("--monitor-port", type=int, metavar="PORT",
+                             help="also serve nats-server's monitoring endpoints "
+                                  "(/healthz, /varz) on this port of the listen host")
+    nats_config.add_argument("--keep-user", action="append", default=[], metavar="NAME",
+                             help="merge mode: a user of your existing config that keeps "
+                                  "its static credentials instead of going through the "
+                                  "callout (listed in auth_users; repeatable)")
     nats_config.add_argument("--out", type=Path,
-                             help="operator mode: directory for nats-server.conf, "
-                                  "gateway.jwt and worker.creds")
+                             help="merge and operator mode: directory to write the files "
+                                  "into (operator: nats-server.conf, gateway.jwt, "
+                                  "worker.creds)")
     nats_config.add_argument("--keys", type=Path,
                              help="operator mode: keys directory (default: the issuer "
                                   "seed's directory)")
 
     dev = commands.add_parser("dev", help="run everything locally on embedded defaults")
-    dev.add_argument("--state-dir", type=Path, default=DEFAULT_DEV_DIR)
-    dev.add_argument("--api-port", type=int, default=8080)
-    dev.add_argument("--policy-dir", type=Path, default=Path("policies"))
-    dev.add_argument("--no-xkey", action="store_true")
+    dev.add_argument("--state-dir", type=Path, default=DEFAULT_DEV_DIR,
+                     help=f"keys, configs, logs and the audit database of the dev stack "
+                          f"(default: {DEFAULT_DEV_DIR})")
+    dev.add_argument("--api-port", type=int, default=8080,
+                     help="port of the audit API (default: 8080)")
+    dev.add_argument("--policy-dir", type=Path, default=Path("policies"),
+                     help="policy directory (default: policies)")
+    dev.add_argument("--host", default="127.0.0.1",
+                     help="address nats-server and the audit API listen on (default: "
+                          "127.0.0.1; 0.0.0.0 inside a container)")
+    dev.add_argument("--nats-port", type=int, default=-1,
+                     help="nats-server's port (default: any free port)")
+    dev.add_argument("--no-xkey", action="store_true",
+                     help="do not encrypt callout requests (xkey is on by default)")
     dev_commands = dev.add_subparsers(dest="dev_command")
     token = dev_commands.add_parser("token", help="print a credential envelope")
-    token.add_argument("--dag", required=True)
-    token.add_argument("--task", required=True)
-    token.add_argument("--run", default=None)
+    token.add_argument("--dag", required=True, help="the DAG id to ask for")
+    token.add_argument("--task", required=True, help="the task id to ask for")
+    token.add_argument("--run", default=None, help="the run id to ask for (optional)")
     token.add_argument("--subject", default=None, help="token subject (default: client id)")
     sample = dev_commands.add_parser(
         "issuer", help="run only the sample OIDC issuer (for the compose stack)")
@@ -150,21 +217,23 @@ def _keys_generate(out: Path, operator: bool, accounts: str) -> int:
     return 0
 
 
-def _nats_config(config: Path, listen: str, out: Path | None, keys: Path | None) -> int:
-    settings = load_settings(config)
-    host, _, port = listen.rpartition(":")
-    if not host or not port.lstrip("-").isdigit():
+def _listen_address(listen: str | None, nats_url: str) -> tuple[str, int]:
+    """--listen, or the host and port the gateway itself connects to (nats.url)."""
+    if listen is None:
+        url = urlsplit(nats_url.split(",")[0].strip())
+        try:
+            port = url.port or 4222
+        except ValueError as exc:
+            raise ConfigError(f"nats.url `{nats_url}` has a bad port: pass --listen") from exc
+        return url.hostname or "127.0.0.1", port
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.lstrip("-").isdigit():
         raise ConfigError(f"--listen `{listen}` must be HOST:PORT")
-    if settings.nats.mode == "operator":
-        from gateway.operator_setup import write_operator_files
+    return host.strip("[]"), int(port_text)
 
-        if out is None:
-            raise ConfigError("operator mode writes several files: pass --out DIR")
-        files = write_operator_files(settings, keys or settings.keys.issuer_seed_file.parent,
-                                     out, host=host, port=int(port))
-        print(f"wrote {files.server_config} (nats-server -c), {files.gateway_jwt} "
-              f"(nats.user_jwt_file), {files.worker_creds} (workers' sentinel, mode 0600)")
-        return 0
+
+def _callout_server_config(args: argparse.Namespace, settings: GatewaySettings, host: str,
+                           port: int) -> CalloutServerConfig:
     issuer = SigningKeyPair.from_seed(read_seed(settings.keys.issuer_seed_file, "issuer"),
                                       Prefix.ACCOUNT)
     user = SigningKeyPair.from_seed(read_seed(settings.nats.user_seed_file, "nats user"),
@@ -172,14 +241,51 @@ def _nats_config(config: Path, listen: str, out: Path | None, keys: Path | None)
     xkey = None
     if settings.keys.xkey_seed_file is not None:
         xkey = CurveKeyPair.from_seed(read_seed(settings.keys.xkey_seed_file, "xkey"))
-    print(render_callout_config(CalloutServerConfig(
+    return CalloutServerConfig(
         extra_accounts=tuple(sorted(settings.nats.account_names
                                     - {settings.nats.target_account})),
         issuer_account=issuer.public_key, auth_user_nkey=user.public_key,
         target_account=settings.nats.target_account, auth_account=settings.nats.auth_account,
-        xkey=xkey.public_key if xkey else None, host=host, port=int(port),
-        auth_timeout_seconds=settings.nats.auth_timeout_seconds,
-    )))
+        xkey=xkey.public_key if xkey else None, host=host, port=port,
+        auth_timeout_seconds=settings.nats.auth_timeout_seconds, http_port=args.monitor_port,
+        static_users=tuple(args.keep_user),
+    )
+
+
+def _write_merge_files(cfg: CalloutServerConfig, out: Path | None) -> int:
+    if out is None:
+        raise ConfigError("merge mode writes two files to include: pass --out DIR")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MERGE_ACCOUNTS_FILE).write_text(render_merge_accounts(cfg))
+    (out / MERGE_AUTHORIZATION_FILE).write_text(render_merge_authorization(cfg))
+    print(f"wrote {out / MERGE_ACCOUNTS_FILE} and {out / MERGE_AUTHORIZATION_FILE}")
+    print(merge_instructions(), end="")
+    targets = ", ".join(sorted((*cfg.extra_accounts, cfg.target_account)))
+    print(f"granted users are placed in account(s) {targets}: each must exist in your "
+          "accounts block")
+    return 0
+
+
+def _nats_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    host, port = _listen_address(args.listen, settings.nats.url)
+    if settings.nats.mode == "operator":
+        from gateway.operator_setup import write_operator_files
+
+        if args.mode == "merge":
+            raise ConfigError("merge mode is for config mode; operator mode keeps accounts "
+                              "in JWTs (docs/operator-mode.md)")
+        if args.out is None:
+            raise ConfigError("operator mode writes several files: pass --out DIR")
+        files = write_operator_files(settings, args.keys or settings.keys.issuer_seed_file.parent,
+                                     args.out, host=host, port=port)
+        print(f"wrote {files.server_config} (nats-server -c), {files.gateway_jwt} "
+              f"(nats.user_jwt_file), {files.worker_creds} (workers' sentinel, mode 0600)")
+        return 0
+    cfg = _callout_server_config(args, settings, host, port)
+    if args.mode == "merge":
+        return _write_merge_files(cfg, args.out)
+    print(render_callout_config(cfg))
     return 0
 
 
@@ -187,7 +293,8 @@ def _dev(args: argparse.Namespace) -> int:
     from gateway.dev.environment import DevEnvironment
 
     env = DevEnvironment(state_dir=args.state_dir, policy_dir=args.policy_dir,
-                         api_port=args.api_port, xkey=not args.no_xkey)
+                         api_port=args.api_port, xkey=not args.no_xkey, host=args.host,
+                         nats_port=args.nats_port)
     settings = env.start()
     try:
         banner = _dev_banner(env, settings)
@@ -200,23 +307,8 @@ def _dev(args: argparse.Namespace) -> int:
 def _dev_banner(env: object, settings: GatewaySettings) -> str:
     from gateway.dev.environment import DevEnvironment
 
-    assert isinstance(env, DevEnvironment) and env.nats and env.issuer
-    xkey = "on" if env.xkey else "off"
-    return f"""nats-gateway dev is running (Ctrl-C to stop)
-  nats-server  {env.nats.url}  (auth callout, xkey {xkey})
-  OIDC issuer  {env.issuer.issuer}
-  audit API    http://127.0.0.1:{{api_port}}/v1/grants
-  admin token  {env.admin_token}
-  policies     {settings.policy.dir}
-  audit store  {settings.audit.url}
-
-Connect as the worker of DAG `etl`, task `load` (another shell):
-  nats-gateway dev token --dag etl --task load > /tmp/envelope
-  python -c "import asyncio, nats; asyncio.run(nats.connect('{env.nats.url}', \\
-      token=open('/tmp/envelope').read()))"
-Read the audit log:
-  curl -H "Authorization: Bearer {env.admin_token}" http://127.0.0.1:{{api_port}}/v1/grants
-"""
+    assert isinstance(env, DevEnvironment)
+    return env.banner(settings)
 
 
 def _dev_token(args: argparse.Namespace) -> int:
@@ -268,7 +360,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "keys":
         return _keys_generate(args.out, args.operator, args.accounts)
     if args.command == "nats-config":
-        return _nats_config(args.config, args.listen, args.out, args.keys)
+        return _nats_config(args)
     if args.command == "policy":
         return run_policy_command(args)
     if args.command == "audit":

@@ -28,22 +28,26 @@ from gateway.errors import ConfigError, GatewayError
 __all__ = ["add_audit_commands", "run_audit_command"]
 
 
+CONFIG_HELP = "the gateway's TOML config (its audit store)"
+
+
 def add_audit_commands(commands: Any) -> None:
     audit = commands.add_parser("audit", help="migrate, verify and purge the audit store")
     sub = audit.add_subparsers(dest="audit_command", required=True)
     migrate = sub.add_parser("migrate", help="bring the store to the current schema")
-    migrate.add_argument("--config", type=Path, required=True)
+    migrate.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
     verify = sub.add_parser("verify", help="check hash chains and signed checkpoints")
-    verify.add_argument("--config", type=Path, required=True)
-    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.add_argument("--anchors", type=Path, metavar="DIR",
                         help="check against an anchor directory (audit.anchor_dir)")
     verify.add_argument("--anchors-stream", metavar="NAME",
                         help="check against an anchor JetStream stream (audit.anchor_stream)")
     verify.add_argument("--nats-url", help="where the anchor stream is (default nats.url)")
     purge_cmd = sub.add_parser("purge", help="delete old records, keeping chains verifiable")
-    purge_cmd.add_argument("--config", type=Path, required=True)
-    purge_cmd.add_argument("--older-than-days", type=int, required=True)
+    purge_cmd.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
+    purge_cmd.add_argument("--older-than-days", type=int, required=True, metavar="DAYS",
+                           help="delete records older than this many days")
 
 
 def run_audit_command(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ def add_policy_commands(commands: Any) -> None:
     check = sub.add_parser("check", help="validate a policy directory (for CI)",
                            epilog="exit status: 0 valid, 1 invalid (or any warning under "
                                   "--strict), 2 a usage error")
-    check.add_argument("dir", type=Path)
+    check.add_argument("dir", type=Path, help="the policy directory (*.yaml files)")
     check.add_argument("--config", type=Path, help="also check issuer names against it")
     check.add_argument("--strict", action="store_true", help="warnings fail the check")
 
@@ -57,11 +57,13 @@ def add_policy_commands(commands: Any) -> None:
     who.add_argument("--iam-arn", help="STS caller ARN (assumed-role)")
     explain_cmd.add_argument("--issuer-name", default="",
                              help="configured name of the claims' issuer (else from --config)")
-    explain_cmd.add_argument("--dag", required=True)
-    explain_cmd.add_argument("--task", required=True)
-    explain_cmd.add_argument("--run", default=None)
-    explain_cmd.add_argument("--client-host", default="")
-    explain_cmd.add_argument("--connection-type", default="STANDARD", choices=CONNECTION_TYPES)
+    explain_cmd.add_argument("--dag", required=True, help="the DAG id the worker asks for")
+    explain_cmd.add_argument("--task", required=True, help="the task id the worker asks for")
+    explain_cmd.add_argument("--run", default=None, help="the run id, if the policy uses it")
+    explain_cmd.add_argument("--client-host", default="",
+                             help="the client's IP address, for policies with source networks")
+    explain_cmd.add_argument("--connection-type", default="STANDARD", choices=CONNECTION_TYPES,
+                             help="the connection type nats-server reports (default: STANDARD)")
     explain_cmd.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser("schema", help="print the policy file JSON Schema")

@@ -72,8 +72,8 @@ class NatsSettings(_Section):
         if self.mode != "operator":
             return self
         if self.user_jwt_file is None:
-            raise ValueError("operator mode needs `user_jwt_file` (nats-gateway nats-config "
-                             "--mode operator writes it)")
+            raise ValueError("operator mode needs `user_jwt_file` (`nats-gateway nats-config "
+                             "--out DIR` writes it)")
         if self.target_account not in self.accounts:
             raise ValueError(f"operator mode needs `accounts.{self.target_account}` with its "
                              "signing_key_file")

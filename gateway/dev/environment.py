@@ -16,6 +16,8 @@ import fcntl
 import json
 import os
 import secrets
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,8 @@ from gateway.keyfiles import (
 )
 from gateway.natsconf import CalloutServerConfig, render_callout_config
 
-__all__ = ["DEV_AUDIENCE", "DevEnvironment", "read_dev_state"]
+__all__ = ["DEV_AUDIENCE", "DevEnvironment", "dev_banner", "read_dev_state",
+           "venv_commands"]
 
 DEV_AUDIENCE = "nats-gateway"
 DEV_ISSUER_NAME = "dev"
@@ -50,6 +53,9 @@ class DevEnvironment:
     policy_dir: Path
     api_port: int = 8080
     xkey: bool = True
+    # 127.0.0.1 on a workstation; 0.0.0.0 in a container, whose network is the boundary.
+    host: str = "127.0.0.1"
+    nats_port: int = -1  # -1: any free port (read back from the ports file)
 
     def __post_init__(self) -> None:
         self.issuer: DevIssuer | None = None
@@ -100,7 +106,7 @@ class DevEnvironment:
         self.issuer = DevIssuer().start()
         server_config = render_callout_config(CalloutServerConfig(
             issuer_account=publics.issuer_account, auth_user_nkey=publics.auth_user,
-            xkey=publics.xkey if self.xkey else None, port=-1,
+            xkey=publics.xkey if self.xkey else None, host=self.host, port=self.nats_port,
         ))
         self.nats = NatsServer(server_config, workdir=self.state_dir / "nats")
         self.nats.start()
@@ -130,7 +136,7 @@ url = "sqlite:///{(self.state_dir / 'audit.db').resolve()}"
 checkpoint_key_file = "{keys_dir / CHECKPOINT_FILE}"
 
 [api]
-host = "127.0.0.1"
+host = "{self.host}"
 port = {self.api_port}
 admin_token_sha256 = ["{token_digest(self.admin_token)}"]
 
@@ -167,6 +173,49 @@ algorithms = ["RS256"]
             (self.state_dir / STATE_FILE).unlink(missing_ok=True)
             os.close(self._lock)
             self._lock = None
+
+
+    def banner(self, settings: GatewaySettings) -> str:
+        """What `nats-gateway dev` prints once up; `{api_port}` is filled in by the caller."""
+        assert self.nats is not None and self.issuer is not None
+        return dev_banner(
+            nats_url=self.nats.url, listen=f"{self.host}:{self.nats.port}", xkey=self.xkey,
+            issuer=self.issuer.issuer, admin_token=self.admin_token,
+            policy_dir=str(settings.policy.dir), audit_url=settings.audit.url,
+            state_dir=self.state_dir, commands=venv_commands(Path(sys.executable)))
+
+
+def venv_commands(python: Path) -> tuple[str, str]:
+    """The `nats-gateway` and `python` of this environment as absolute paths: bare names
+    fail in a fresh shell where the venv is not activated."""
+    python = python.absolute()  # not resolve(): a venv's python is a symlink to the base
+    script = python.parent / "nats-gateway"
+    gateway = shlex.quote(str(script)) if script.is_file() else (
+        f"{shlex.quote(str(python))} -m gateway.cli")
+    return gateway, shlex.quote(str(python))
+
+
+def dev_banner(*, nats_url: str, listen: str, xkey: bool, issuer: str, admin_token: str,
+               policy_dir: str, audit_url: str, state_dir: Path,
+               commands: tuple[str, str]) -> str:
+    gateway, python = commands
+    token = (f"{gateway} dev --state-dir {shlex.quote(str(state_dir))} token "
+             "--dag etl --task load > /tmp/envelope")
+    return f"""nats-gateway dev is running (Ctrl-C to stop)
+  nats-server  {nats_url}  (listening on {listen}; auth callout, xkey {"on" if xkey else "off"})
+  OIDC issuer  {issuer}
+  audit API    http://127.0.0.1:{{api_port}}/v1/grants
+  admin token  {admin_token}
+  policies     {policy_dir}
+  audit store  {audit_url}
+
+Connect as the worker of DAG `etl`, task `load` (another shell):
+  {token}
+  {python} -c "import asyncio, nats; asyncio.run(nats.connect('{nats_url}', \\
+      token=open('/tmp/envelope').read()))"
+Read the audit log:
+  curl -H "Authorization: Bearer {admin_token}" http://127.0.0.1:{{api_port}}/v1/grants
+"""
 
 
 def read_dev_state(state_dir: Path) -> dict[str, Any]:

