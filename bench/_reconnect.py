@@ -2,13 +2,16 @@
 
 Client processes each open their share of the clients with the project's own client
 (`gateway.client.connect`: the envelope is rebuilt at every reconnect, reconnecting
-forever with jittered backoff from 0.5 s up to 8 s), each client acting for its own
-task. Once every client is connected, nats-server is restarted on the same port (as
+forever with jittered backoff from 0.5 s up to 8 s while the server is down and up to
+30 s after a refusal, giving up after 10 refusals in a row), each client acting for its
+own task. Once every client is connected, nats-server is restarted on the same port (as
 after a crash or an upgrade) and every client must come back through the gateway.
 Measured: the time until the last one is back, the p99 of the per-client time back,
 client-side auth errors (requests that timed out in the storm and were retried), deny
 records (every client is entitled, so any deny is a wrong denial) and, per client, a
-grant record for its reconnection.
+grant record for its reconnection. The longest run of refusals any one client saw
+(timed-out callouts: every client is entitled) is what the client's give-up bound
+(``RefusalPolicy.give_up_after``) must stay above.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class ReconnectResult:
     clients_without_grant_record: int
     unrecorded_decisions: int
     closed_for_good: int
+    longest_refusal_streak: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
 
@@ -54,14 +58,20 @@ async def _clients(url: str, envelope_token: str, names: list[str], conn: Connec
 
     back: dict[str, float | None] = {}
     errors: Counter[str] = Counter()
+    streak: Counter[str] = Counter()  # refusals in a row, per client, since it was back
+    longest: Counter[str] = Counter()
     slots = asyncio.Semaphore(100)
 
     async def open_one(name: str) -> Any:
         async def reconnected() -> None:
             back[name] = time.time()
+            streak[name] = 0
 
         async def on_error(exc: Exception) -> None:
             errors[f"{type(exc).__name__}: {exc}"[:80]] += 1
+            if "uthorization" in str(exc):
+                streak[name] += 1
+                longest[name] = max(longest[name], streak[name])
 
         async def closed() -> None:
             errors[f"CLOSED: {name}"] += 1  # gave up: it would never come back
@@ -79,13 +89,15 @@ async def _clients(url: str, envelope_token: str, names: list[str], conn: Connec
 
     clients = await asyncio.gather(*(open_one(name) for name in names))
     errors.clear()  # from here on, only the storm's errors count
+    streak.clear()
+    longest.clear()
     conn.send(len(clients))
     await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # server restarted
     back.update(dict.fromkeys(names))
     deadline = time.monotonic() + SETTLE_SECONDS
     while time.monotonic() < deadline and any(t is None for t in back.values()):
         await asyncio.sleep(0.2)
-    conn.send((back, errors))
+    conn.send((back, errors, max(longest.values(), default=0)))
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
@@ -115,10 +127,12 @@ def reconnect_storm(url: str, token: str, restart: Any, audit_url: str, *, clien
             pipe.send("restarted")
         back: dict[str, float | None] = {}
         errors: Counter[str] = Counter()
+        longest = 0
         for pipe in pipes:
-            part, part_errors = pipe.recv()
+            part, part_errors, part_longest = pipe.recv()
             back.update(part)
             errors.update(part_errors)
+            longest = max(longest, part_longest)
     finally:
         for proc in procs:
             proc.join(timeout=60)
@@ -135,7 +149,7 @@ def reconnect_storm(url: str, token: str, restart: Any, audit_url: str, *, clien
         retried_auth_errors=auth_errors, deny_records=denies, grant_records=grants,
         clients_without_grant_record=missing, unrecorded_decisions=unrecorded(),
         closed_for_good=sum(n for e, n in errors.items() if e.startswith("CLOSED")),
-        errors=errors)
+        longest_refusal_streak=longest, errors=errors)
 
 
 def _audit_counts(audit_url: str, since: float, names: list[str]) -> tuple[int, int, int]:

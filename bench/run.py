@@ -232,12 +232,13 @@ def floor_note(rows: list[Row], floor: CommitFloor) -> str:
 def reconnect_table(r: ReconnectResult) -> str:
     return "\n".join([
         "| clients | back | time until all back s | p50 s | p99 s | auth errors retried | "
-        "deny records | grant records | reconnected without a record | unrecorded decisions |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "deny records | grant records | reconnected without a record | "
+        "unrecorded decisions | longest refusal streak | gave up |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {r.clients} | {r.back} | {r.all_back_seconds:.1f} | {r.p50_seconds:.1f} | "
         f"{r.p99_seconds:.1f} | {r.retried_auth_errors} | {r.deny_records} | "
         f"{r.grant_records} | {r.clients_without_grant_record} | "
-        f"{r.unrecorded_decisions} |"])
+        f"{r.unrecorded_decisions} | {r.longest_refusal_streak} | {r.closed_for_good} |"])
 
 
 def memory_table(m: MemoryResult) -> str:

@@ -11,5 +11,7 @@ how the task proves its identity, one of:
 - ``{"credential": "aws_iam", "gateway_id": "...", "region": "...",
   "sts_endpoint": "..."}`` (boto3's default credentials)
 
-plus optionally ``"creds_file"`` (operator mode: the sentinel credentials).
+plus optionally ``"creds_file"`` (operator mode: the sentinel credentials) and
+``"refusals": {"connect_attempts": 3, "give_up_after": 10, "backoff_cap_seconds": 30}``
+(how many refusals a connect takes before it fails; see docs/client.md).
 """

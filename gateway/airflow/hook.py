@@ -2,7 +2,9 @@
 
 The scope requested is the running task's (from its context), or an explicit one for
 triggers, which run outside any task. The client reconnects with a fresh credential
-whenever its grant expires (gateway.client.connect).
+whenever its grant expires (gateway.client.connect). A connect the gateway refuses
+raises :class:`gateway.client.GatewayRefused`, whose message says where the denial is
+recorded; nats errors are logged one line each (nats-py's default logs a traceback).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from gateway.client import (
     CredentialSource,
     OidcToken,
     OidcTokenFile,
+    RefusalPolicy,
     Scope,
     connect,
 )
@@ -60,8 +63,23 @@ class NatsGatewayHook(BaseHook):
         raise ValueError(f"connection {self.nats_conn_id}: unknown credential `{kind}`")
 
     async def connect(self, scope: Scope, **options: Any) -> Client:
+        """:func:`gateway.client.connect` with this connection's servers and credential;
+        raises :class:`gateway.client.GatewayRefused` when the gateway refuses it."""
         extra = self._connection().extra_dejson
         if extra.get("creds_file"):
             options.setdefault("user_credentials", extra["creds_file"])
+        options.setdefault("error_cb", self._log_nats_error)
+        if extra.get("refusals"):
+            options.setdefault("refusals", self._refusal_policy(extra["refusals"]))
         return await connect(self.servers(), self.credential_source(), scope=scope,
                              **options)
+
+    def _refusal_policy(self, settings: Any) -> RefusalPolicy:
+        names = {"connect_attempts", "give_up_after", "backoff_cap_seconds"}
+        if not isinstance(settings, dict) or not set(settings) <= names:
+            raise ValueError(f"connection `{self.nats_conn_id}`: `refusals` takes only "
+                             f"{', '.join(sorted(names))}")
+        return RefusalPolicy(**settings)
+
+    async def _log_nats_error(self, exc: Exception) -> None:
+        self.log.warning("%s", exc)  # nats-py's messages start with `nats:`

@@ -15,7 +15,8 @@ __all__ = ["NatsMessageSensor"]
 
 class NatsMessageSensor(BaseSensorOperator):
     """Defers to :class:`NatsMessageTrigger` with the task's own scope; returns the event
-    (subject and data) when a message arrives."""
+    (subject and data) when a message arrives. If the gateway refuses the trigger's
+    connect, the task fails with :class:`gateway.client.GatewayRefused`'s message."""
 
     template_fields = ("subject",)
 
@@ -29,7 +30,8 @@ class NatsMessageSensor(BaseSensorOperator):
         scope = scope_from_airflow(context)
         self.defer(trigger=NatsMessageTrigger(
             subject=render_subject(self.subject, scope), dag_id=scope.dag_id,
-            task_id=scope.task_id, run_id=scope.run_id, nats_conn_id=self.nats_conn_id),
+            task_id=scope.task_id, run_id=scope.run_id, nats_conn_id=self.nats_conn_id,
+            refused_hold_seconds=0),  # the task fails: nothing re-creates this trigger
             method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from gateway.client.airflow import scope_from_airflow
 from gateway.client.aws import aws_iam_envelope, aws_iam_proof
 from gateway.client.connect import connect
 from gateway.client.credentials import fetch_client_credentials_token, oidc_envelope
+from gateway.client.refusal import GatewayRefused, RefusalPolicy
 from gateway.client.sources import (
     AwsIamCredentials,
     ClientCredentialsToken,
@@ -23,8 +24,10 @@ __all__ = [
     "AwsIamCredentials",
     "ClientCredentialsToken",
     "CredentialSource",
+    "GatewayRefused",
     "OidcToken",
     "OidcTokenFile",
+    "RefusalPolicy",
     "Scope",
     "aws_iam_envelope",
     "aws_iam_proof",

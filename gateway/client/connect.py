@@ -10,9 +10,15 @@ instead of reconnecting; the Go client reconnects. :class:`_GatewayClient` makes
 error a reconnect, as in Go. It does the same with ``Authorization Violation`` once the
 client has been connected: after a nats-server restart, thousands of workers come back at
 once, and a request that timed out in that storm is reported exactly as a deny is, so
-closing on it would strand healthy workers (measured in the reconnect-storm benchmark).
-A worker that is really denied keeps retrying every ``reconnect_time_wait`` and each
-attempt is audited; the first connect still raises to the caller.
+closing on the first one would strand healthy workers (measured in the reconnect-storm
+benchmark).
+
+Refusals are bounded (:mod:`gateway.client.refusal`): nats-py retries a refused first
+connect forever with ``max_reconnect_attempts=-1`` (and ``0`` does not stop it), and
+after a connect it retries refusals as fast as any other failure. Here the first connect
+raises :class:`GatewayRefused` after a few refusals, and once connected the client waits
+longer after each refusal and closes after a bounded number of them, so a worker whose
+rights were revoked does not write deny records forever.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -28,6 +33,12 @@ from nats import errors
 from nats.aio.client import Client
 
 from gateway.client.airflow import scope_from_airflow
+from gateway.client.refusal import (
+    UNREACHABLE_CAP_SECONDS,
+    GatewayRefused,
+    RefusalPolicy,
+    backoff_delay,
+)
 from gateway.client.sources import CredentialSource
 from gateway.envelope import Scope, build_envelope
 
@@ -38,18 +49,79 @@ _EXPIRED = "authentication expired"
 _DENIED = "authorization violation"
 
 
+class _GaveUp(GatewayRefused, errors.NoServersError):
+    """A :class:`GatewayRefused` that nats-py's reconnect loop takes as "no servers left":
+    it stores it as ``last_error`` and closes the client, running the closed callback."""
+
+
 class _GatewayClient(Client):
+    def __init__(self, scope: Scope, refusals: RefusalPolicy) -> None:
+        super().__init__()
+        self._scope = scope
+        self._refusals = refusals
+        self._refused = 0  # refusals since the last accepted CONNECT
+        self._accepted_once = False  # nats-py's `did_connect` is set on reconnects only
+        self._first_connect_wait = 0.0
+
     async def _process_err(self, err_msg: str) -> None:
         text = err_msg.lower()
-        if _EXPIRED in text or (_DENIED in text and self._has_connected()):
+        if _EXPIRED in text or (_DENIED in text and self._accepted_once):
             # Expired grant, or refused (or timed out) while coming back: try again with a
             # fresh credential instead of closing for good.
             await self._process_op_err(errors.Error(f"nats: {err_msg.strip(chr(39))}"))
             return
         await super()._process_err(err_msg)
 
-    def _has_connected(self) -> bool:
-        return any(server.did_connect for server in self._server_pool)
+    async def _process_connect_init(self) -> None:
+        # nats-py sends CONNECT and PING here; a refusal comes back instead of the PONG.
+        try:
+            await super()._process_connect_init()
+        except errors.Error as exc:
+            if _DENIED in str(exc).lower():
+                await self._count_refusal()
+            raise
+        self._refused = 0
+        self._accepted_once = True
+
+    async def _count_refusal(self) -> None:
+        self._refused += 1
+        if not self._accepted_once:
+            if self._refused >= self._refusals.connect_attempts:
+                # Not a nats error: nats-py's connect loop lets it through to the caller.
+                raise GatewayRefused(self._scope, self._refused, reconnecting=False)
+            self._first_connect_wait = self._base() + backoff_delay(
+                self._refused, self._base(), self._refusals.backoff_cap_seconds)
+            return
+        if self._refused >= self._refusals.give_up_after:
+            gave_up = _GaveUp(self._scope, self._refused, reconnecting=True)
+            await self._error_cb(gave_up)
+            raise gave_up
+
+    async def _select_next_server(self) -> None:
+        # Used by the first connect: after a refusal, wait reconnect_time_wait plus a
+        # jittered extra (never shorter than nats-py's own wait, so it adds none).
+        wait, self._first_connect_wait = self._first_connect_wait, 0.0
+        if wait:
+            await asyncio.sleep(wait)
+        await super()._select_next_server()
+
+    def choose_server(self, servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
+        """nats-py ``reconnect_to_server_handler``: before the n-th attempt since the last
+        success, a random wait up to ``reconnect_time_wait * 2**n``, capped at 8 s while
+        nats-server is unreachable (a restart: come back soon) and at the policy's cap
+        once the gateway has refused (a revoked worker should not hammer it)."""
+        server = min(servers, key=lambda s: s.reconnects)
+        cap = self._refusals.backoff_cap_seconds if self._refused else UNREACHABLE_CAP_SECONDS
+        return server, backoff_delay(server.reconnects, self._base(), cap)
+
+    def refusal(self) -> GatewayRefused | None:
+        """The refusal to report if the connect failed after the gateway refused it."""
+        if not self._refused:
+            return None
+        return GatewayRefused(self._scope, self._refused, reconnecting=False)
+
+    def _base(self) -> float:
+        return float(self.options.get("reconnect_time_wait", 0.5))
 
 
 async def _refresh_forever(source: CredentialSource, interval: float) -> None:
@@ -61,28 +133,18 @@ async def _refresh_forever(source: CredentialSource, interval: float) -> None:
             log.warning("credential refresh failed: %s", type(exc).__name__)
 
 
-def jittered_backoff(base: float, cap: float) -> Callable[[list[Any], dict[str, Any]], tuple[
-        Any, float]]:
-    """nats-py ``reconnect_to_server_handler``: before the n-th attempt since the last
-    success, wait a random time in [0, min(cap, base * 2**n)] ("full jitter"). When
-    nats-server restarts, thousands of workers lose it at the same instant; spreading
-    their returns lets the gateway answer them instead of all timing out together."""
-    def choose(servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
-        server = min(servers, key=lambda s: s.reconnects)
-        ceiling = min(cap, base * 2 ** min(server.reconnects, 16))
-        return server, random.uniform(0, ceiling)  # noqa: S311 - spreading load, not secrecy
-
-    return choose
-
-
 async def connect(servers: str | list[str], source: CredentialSource, *,
                   scope: Scope | None = None, context: Mapping[str, Any] | None = None,
-                  refresh_seconds: float = 60.0, **options: Any) -> Client:
+                  refresh_seconds: float = 60.0, refusals: RefusalPolicy | None = None,
+                  **options: Any) -> Client:
     """Connect through the gateway as ``scope`` (default: from Airflow's task context).
 
     ``options`` go to ``nats.aio.client.Client.connect``; reconnecting forever is the
     default, as a worker should come back after every expiry or server restart, with
-    jittered exponential backoff from ``reconnect_time_wait`` up to 8 s between attempts.
+    jittered exponential backoff from ``reconnect_time_wait``. ``refusals`` bounds what
+    the gateway's refusals cost (:class:`RefusalPolicy`): the first connect raises
+    :class:`GatewayRefused`; later, the client gives up, reports it to ``error_cb`` and
+    closes.
     """
     requested = scope or scope_from_airflow(context)
     await source.refresh()
@@ -98,16 +160,26 @@ async def connect(servers: str | list[str], source: CredentialSource, *,
         if user_closed is not None:
             await user_closed()
 
+    client = _GatewayClient(requested, refusals or RefusalPolicy())
     options.setdefault("max_reconnect_attempts", -1)
     options.setdefault("reconnect_time_wait", 0.5)
-    options.setdefault("reconnect_to_server_handler",
-                       jittered_backoff(options["reconnect_time_wait"], cap=8.0))
-    client = _GatewayClient()
+    options.setdefault("reconnect_to_server_handler", client.choose_server)
     try:
         await client.connect(servers, token=envelope, closed_cb=closed, **options)
+    except errors.NoServersError as exc:
+        # max_reconnect_attempts ran out; if the last failures were refusals, say so.
+        await _abandon(client, refresher)
+        refused = client.refusal()
+        if refused is None:
+            raise
+        raise refused from exc
     except BaseException:
-        refresher.cancel()
-        with contextlib.suppress(Exception):
-            await client.close()
+        await _abandon(client, refresher)
         raise
     return client
+
+
+async def _abandon(client: Client, refresher: asyncio.Task[None]) -> None:
+    refresher.cancel()
+    with contextlib.suppress(Exception):
+        await client.close()

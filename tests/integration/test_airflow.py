@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from gateway.client import GatewayRefused
 from tests.integration.harness import Stack
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def _airflow_env(home: Path, dags: Path, stack: Stack, token_file: Path) -> dict[str, str]:
+def _airflow_env(home: Path, dags: Path, stack: Stack, token_file: Path,
+                 **extra: Any) -> dict[str, str]:
     port = stack.nats_url.rsplit(":", 1)[1]
     return {
         **os.environ,
@@ -36,7 +38,7 @@ def _airflow_env(home: Path, dags: Path, stack: Stack, token_file: Path) -> dict
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_NATS_GATEWAY_DEFAULT": json.dumps({
             "conn_type": "nats_gateway", "host": "127.0.0.1", "port": int(port),
-            "extra": {"credential": "token_file", "token_file": str(token_file)}}),
+            "extra": {"credential": "token_file", "token_file": str(token_file), **extra}}),
         "PYTHONPATH": str(ROOT),
     }
 
@@ -73,7 +75,7 @@ async def airflow_stack(stack: Stack, tmp_path: Path) -> AsyncIterator[tuple[Sta
         await stack.gateway.stop()
 
 
-def _consumer_trigger() -> Any:
+def _consumer_trigger(**overrides: Any) -> Any:
     """The AssetWatcher's trigger, round-tripped through serialize() as the triggerer does."""
     spec = importlib.util.spec_from_file_location("etl_consumer",
                                                   EXAMPLES / "dags" / "etl_consumer.py")
@@ -83,7 +85,7 @@ def _consumer_trigger() -> Any:
     [watcher] = module.etl_complete.watchers
     classpath, kwargs = watcher.trigger.serialize()
     module_name, _, class_name = classpath.rpartition(".")
-    return getattr(importlib.import_module(module_name), class_name)(**kwargs)
+    return getattr(importlib.import_module(module_name), class_name)(**{**kwargs, **overrides})
 
 
 async def test_producer_publishes_and_the_consumer_trigger_fires(
@@ -197,3 +199,98 @@ async def test_the_deferrable_sensor_waits_for_the_message(
     output, _ = await asyncio.wait_for(waiter.communicate(), timeout=60)
     text = output.decode(errors="replace")
     assert "DAG_STATE success" in text, text[-3000:]
+
+
+async def _dag_test(dag_file: Path, env: dict[str, str]) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *_dag_test_command(dag_file), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=240)
+    return output.decode(errors="replace")
+
+
+async def _denies(stack: Stack, dag: str, task: str) -> int:
+    async with stack.api() as api:  # the very query the refusal message names
+        page = (await api.get("/v1/grants", params={"decision": "deny", "dag": dag,
+                                                    "task": task})).json()
+    return len(page["items"])
+
+
+def _wrong_audience(stack: Stack, token_file: Path) -> None:
+    token_file.write_text(stack.issuer.mint(subject="airflow-worker",
+                                            audience="another-service", lifetime=3600))
+
+
+async def test_a_refused_task_and_a_refused_sensor_fail_with_the_gateways_refusal(
+        airflow_stack: tuple[Stack, Path], tmp_path: Path) -> None:
+    """Before: the operator failed with `NoServersError: nats: no servers available` and
+    the sensor's trigger retried every 0.5 s for as long as it ran."""
+    stack, token_file = airflow_stack
+    _wrong_audience(stack, token_file)
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(EXAMPLES / "dags" / "etl_producer.py", dags / "etl_producer.py")
+    (dags / "etl_waiter.py").write_text(SENSOR_DAG)
+    env = _airflow_env(tmp_path / "airflow", dags, stack, token_file)
+    await asyncio.to_thread(_migrate, env)
+
+    for dag, task in [("etl_producer", "publish_complete"),
+                      ("etl_waiter", "wait_for_complete")]:
+        text = await _dag_test(dags / f"{dag}.py", env)
+        assert "DAG_STATE failed" in text, text[-3000:]
+        assert (f"GatewayRefused: the gateway refused to connect this worker as dag `{dag}` "
+                f"task `{task}` run `manual__") in text, text[-3000:]
+        assert "3 times in a row" in text
+        assert f"GET /v1/grants?decision=deny&dag={dag}&task={task}" in text
+        assert "NoServersError" not in text
+        assert await _denies(stack, dag, task) == 3
+
+
+# nats-py 2.16 drops the StreamWriter of an abandoned reconnect attempt after closing its
+# transport: Python warns when the writer is collected, but the socket is already closing.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_refused_watcher_trigger_fails_instead_of_retrying(
+        airflow_stack: tuple[Stack, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The AssetWatcher's trigger raises the refusal (the triggerer logs it and ends the
+    trigger) both when its first connect is refused and when its rights are revoked
+    while it waits: then the client gives up after `give_up_after` refusals."""
+    stack, token_file = airflow_stack
+    env = _airflow_env(tmp_path / "airflow", tmp_path, stack, token_file,
+                       refusals={"give_up_after": 3, "backoff_cap_seconds": 0.5})
+    for name, value in env.items():
+        if name.startswith(("AIRFLOW", "PYTHONPATH")):
+            monkeypatch.setenv(name, value)
+    good_token = token_file.read_text()
+
+    _wrong_audience(stack, token_file)
+    with pytest.raises(GatewayRefused) as first:
+        await asyncio.wait_for(_consumer_trigger(refused_hold_seconds=0).run().__anext__(),
+                               timeout=60)
+    assert not first.value.reconnecting
+    assert await _denies(stack, "etl_consumer", "etl_complete_watcher") == 3
+
+    policy = stack.tmp / "policies" / "airflow-events.yaml"
+    allowed = policy.read_text().replace("ttl_seconds: 3600", "ttl_seconds: 2")
+    policy.write_text(allowed)
+    assert stack.gateway is not None and stack.gateway.policies.reload("test")
+    token_file.write_text(good_token)
+    events = _consumer_trigger(refused_hold_seconds=0).run()
+    waiting = asyncio.create_task(events.__anext__())
+    for _ in range(100):  # until the watcher holds a grant
+        if await _grants(stack, "etl_consumer", "etl_complete_watcher"):
+            break
+        await asyncio.sleep(0.1)
+    policy.write_text(allowed.replace("tasks: [etl_complete_watcher]", "tasks: [other]"))
+    assert stack.gateway.policies.reload("test")
+    with pytest.raises(GatewayRefused) as revoked:
+        await asyncio.wait_for(waiting, timeout=120)
+    assert revoked.value.reconnecting and revoked.value.refusals == 3
+    assert await _denies(stack, "etl_consumer", "etl_complete_watcher") == 3 + 3
+
+
+async def _grants(stack: Stack, dag: str, task: str) -> int:
+    async with stack.api() as api:
+        page = (await api.get("/v1/grants", params={"decision": "grant", "dag": dag,
+                                                    "task": task})).json()
+    return len(page["items"])
