@@ -13,7 +13,7 @@ import secrets
 from typing import Any
 
 from gateway.envelope import Scope, build_envelope
-from gateway.identity.aws_proof import STS_BODY
+from gateway.identity.aws_proof import STS_BODY, regional_sts_endpoint
 
 __all__ = ["aws_iam_envelope", "aws_iam_proof"]
 
@@ -29,7 +29,7 @@ def aws_iam_proof(*, gateway_id: str, region: str, sts_endpoint: str | None = No
     credentials = session.get_credentials()
     if credentials is None:
         raise RuntimeError("no AWS credentials found for this worker")
-    url = (sts_endpoint or f"https://sts.{region}.amazonaws.com").rstrip("/") + "/"
+    url = (sts_endpoint or regional_sts_endpoint(region)).rstrip("/") + "/"
     request = AWSRequest(method="POST", url=url, data=STS_BODY, headers={
         "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
         "X-Nats-Gateway-Id": gateway_id,

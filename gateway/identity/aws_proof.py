@@ -30,13 +30,20 @@ from gateway.errors import CredentialError
 from gateway.untrusted import safe_text
 
 __all__ = ["GATEWAY_ID_HEADER", "MAX_CLOCK_SKEW_SECONDS", "NONCE_HEADER", "STS_BODY",
-           "CheckedProof", "check_proof"]
+           "CheckedProof", "check_proof", "regional_sts_endpoint"]
 
 GATEWAY_ID_HEADER = "x-nats-gateway-id"
 # SigV4 is deterministic: two proofs signed in the same second would be identical, and the
 # second refused as a replay. The client adds a random, signed nonce to every proof.
 NONCE_HEADER = "x-nats-gateway-nonce"
 STS_BODY = "Action=GetCallerIdentity&Version=2011-06-15"
+
+
+def regional_sts_endpoint(region: str) -> str:
+    """The STS endpoint both sides use unless configured otherwise: the client presigns
+    for it, the gateway replays there (a signature for another host is refused by STS)."""
+    return f"https://sts.{region}.amazonaws.com"
+
 SIGNING_WINDOW_SECONDS = 15 * 60
 # How far in the future X-Amz-Date may be: clock skew, not a second signing window. A
 # later date would keep a proof alive (and in the replay cache) past the 15 minutes.

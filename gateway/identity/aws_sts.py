@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element
 
@@ -30,6 +31,7 @@ from gateway.identity.aws_proof import (
     STS_BODY,
     CheckedProof,
     check_proof,
+    regional_sts_endpoint,
 )
 from gateway.identity.model import Identity, fingerprint
 from gateway.identity.oidc_config import is_loopback_url
@@ -46,9 +48,10 @@ class AwsIamSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
-    sts_endpoint: str = Field(default="https://sts.amazonaws.com",
+    sts_endpoint: str = Field(default="https://sts.us-east-1.amazonaws.com",
                               description="where the gateway sends proofs; https (http only "
-                                          "on loopback)")
+                                          "on loopback); default: the region's endpoint, "
+                                          "which is what the client signs for by default")
     region: str = Field(default="us-east-1", description="the region proofs must be signed for")
     gateway_id: str = Field(default="", description="required X-Nats-Gateway-Id value")
     allowed_accounts: tuple[str, ...] = Field(default=(), description="12-digit account ids")
@@ -58,6 +61,18 @@ class AwsIamSettings(BaseModel):
     max_clock_skew_seconds: int = Field(
         default=MAX_CLOCK_SKEW_SECONDS, ge=0, le=MAX_CLOCK_SKEW_SECONDS,
         description="how far in the future X-Amz-Date may be; may only be lowered")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _regional_endpoint_by_default(cls, data: Any) -> Any:
+        # The client presigns for https://sts.<region>.amazonaws.com unless told otherwise
+        # (gateway/client/aws.py): the gateway's default must be the same host, or every
+        # proof made with both defaults is refused by STS (`sts_rejected`).
+        if isinstance(data, dict) and "sts_endpoint" not in data:
+            region = data.get("region", "us-east-1")
+            if isinstance(region, str):
+                data = {**data, "sts_endpoint": regional_sts_endpoint(region)}
+        return data
 
     @field_validator("allowed_accounts")
     @classmethod

@@ -253,3 +253,16 @@ def test_a_variable_that_sets_nothing_is_a_configuration_error(
 ])
 def test_variables_that_name_a_setting_or_the_cli_are_accepted(name: str) -> None:
     check_environment({name: "x"})
+
+
+def test_the_default_sts_endpoint_is_the_one_the_client_signs_for() -> None:
+    """Both defaults together must work: the client presigns for the region's endpoint
+    (gateway/client/aws.py), and the gateway must replay there."""
+    from gateway.identity.aws_proof import regional_sts_endpoint
+    from gateway.identity.aws_sts import AwsIamSettings
+
+    settings = AwsIamSettings(enabled=True, region="eu-west-1", gateway_id="gw",
+                              allowed_accounts=("111111111111",))
+    assert settings.sts_endpoint == regional_sts_endpoint("eu-west-1")
+    assert settings.host == "sts.eu-west-1.amazonaws.com"
+    assert AwsIamSettings(sts_endpoint="https://sts.amazonaws.com").host == "sts.amazonaws.com"
