@@ -188,9 +188,15 @@ class JetStreamAnchor:
             headers={"Nats-Msg-Id": _msg_id(checkpoint)})
 
     async def close(self) -> None:
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
-        self._nc = None
+        nc, self._nc = self._nc, None
+        if nc is None or nc.is_closed:
+            return
+        try:
+            # nats-py's close can wait on a reconnect in progress: bounded, so a
+            # shutdown while nats-server is away still ends.
+            await asyncio.wait_for(nc.close(), _WRITE_TIMEOUT)
+        except (TimeoutError, OSError):
+            log.warning("audit anchor connection did not close cleanly")
 
 
 async def read_stream(nc: Client, stream: str,
@@ -321,8 +327,8 @@ class AnchorPublisher:
         """Try once more to anchor what is waiting (the final checkpoint), then stop."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout)
         for sink in self.sinks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain(sink), timeout)

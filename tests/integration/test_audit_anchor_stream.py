@@ -68,8 +68,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore
 
 
 def _anchor(server: NatsServer, user: SigningKeyPair, **options: object) -> JetStreamAnchor:
-    async def connect() -> Client:
-        return await nats.connect(server.url, nkeys_seed_str=user.seed)
+    async def connect() -> Client:  # as the gateway's own (gateway/runtime.py)
+        return await nats.connect(server.url, nkeys_seed_str=user.seed, connect_timeout=2,
+                                  max_reconnect_attempts=2, allow_reconnect=True)
 
     return JetStreamAnchor(connect, stream=STREAM, subject=SUBJECT, **options)  # type: ignore[arg-type]
 
@@ -138,9 +139,8 @@ async def test_an_unreachable_anchor_never_holds_up_a_commit(
     publisher.start()
     writer = AuditWriter(store, instance=INSTANCE, signer=signer, checkpoint_every=2,
                          on_checkpoint=publisher.submit)
-    started = time.monotonic()
     await asyncio.gather(*(writer.write(record(i, at=time.time())) for i in range(4)))
-    assert time.monotonic() - started < 2.0
+    assert publisher.written == 0  # every record committed while nothing was anchored
     await _until(lambda: publisher.failures >= 1)
     assert publisher.backlog >= 1 and publisher.written == 0
     server.restart()
