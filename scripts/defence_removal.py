@@ -244,6 +244,11 @@ EXPERIMENTS = [
                "gateway/policy/lint.py",
                "        warnings += _consumer_create(policy, subjects, source)\n", "",
                [_JS_UNIT, "-k", "chooses_its_config"]),
+    Experiment("an id rendered first into `_INBOX` is a deny (issue 21)",
+               "gateway/policy/decide.py",
+               "    if rendered.split(\".\", 1)[0] == jetstream.INBOX_ROOT and not",
+               "    if False and not",
+               [_JS_UNIT, "-k", "inbox_namespace_is_a_deny"]),
 ]
 
 

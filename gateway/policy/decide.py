@@ -124,10 +124,18 @@ def _policy_result(policy: Policy, source: str, identity: Identity, scope: Scope
 
 def _render(template: str, scope: Scope, policy_id: str) -> str:
     try:
-        return render_template(template, scope)
+        rendered = render_template(template, scope)
     except RunIdRequired:
         raise PolicyDenied(f"policy `{policy_id}` needs a run_id in the scope",
                            code="run_id_required") from None
+    if rendered.split(".", 1)[0] == jetstream.INBOX_ROOT and not template.startswith(
+            jetstream.INBOX_ROOT):
+        # An id rendered as the first token put the subject in the inbox namespace:
+        # `{dag_id}.{task_id}.>` for dag `_INBOX` would read every inbox of a DAG.
+        raise PolicyDenied(f"policy `{policy_id}`: `{template}` renders into "
+                           f"`{jetstream.INBOX_ROOT}` for this scope",
+                           code="reserved_subject")
+    return rendered
 
 
 def rendered_jetstream(policy: Policy, scope: Scope) -> jetstream.Rendered:

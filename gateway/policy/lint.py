@@ -8,7 +8,8 @@ a stable code:
   `$SYS`, `$JS` and inboxes included
 - ``allow_system``, ``allow_jetstream``, ``allow_inboxes``: an allow that names nothing
   inside `$SYS`, `$JS` / `$JS.API` / `$KV` / `$O`, or `_INBOX` (`$SYS.>`, `$SYS.*.>`,
-  `*.API.>`, `_INBOX.*`...): server administration, every stream, or other clients' replies
+  `*.API.>`, `_INBOX.*`...): server administration, every stream, or other clients' replies;
+  ``allow_inboxes`` also for any allow that starts with `*`, which holds private inboxes
 - ``shared_publish``: a publish allow without both `{dag_id}` and `{task_id}` in a policy
   that covers more than one task, so those tasks share it
 - ``event_loop``: a DAG may publish (core or into a stream) on a subject that a watcher
@@ -91,6 +92,9 @@ def _broad(template: str) -> tuple[str, str] | None:
     for prefix, code, what in _NAMESPACES:
         if _reaches_namespace(tokens, prefix):
             return code, what
+    if tokens[0] == "*":
+        # `*.x.y` holds `_INBOX.x.y`: the private inbox of DAG x's task y.
+        return "allow_inboxes", "other tasks' private inboxes (`_INBOX.<dag>.<task>`)"
     return None
 
 

@@ -323,3 +323,30 @@ def test_lint_checks_stream_subjects_like_allows(tmp_path: Path) -> None:
                         'subjects: ["events.{dag_id}.>"]')
     codes = [(w.source, w.code) for w in lint(_set(tmp_path, body), {"corp"})]
     assert ("p.yaml:10", "shared_publish") in codes
+
+
+def test_an_id_rendered_first_into_the_inbox_namespace_is_a_deny(tmp_path: Path) -> None:
+    body = """\
+- id: loose
+  match: {oidc: {issuer: corp}}
+  scopes: [{dag: "*"}]
+  permissions:
+    subscribe: {allow: ["{dag_id}.{task_id}.>"]}
+"""
+    policies = _set(tmp_path, body)
+    assert decide(policies, IDENTITY, Scope("etl", "load"), CLIENT, now=0)
+    with pytest.raises(PolicyDenied) as denied:  # would read every inbox of DAG `etl`
+        decide(policies, IDENTITY, Scope("_INBOX", "etl"), CLIENT, now=0)
+    assert denied.value.code == "reserved_subject"
+
+
+def test_lint_warns_that_a_leading_wildcard_reaches_private_inboxes(tmp_path: Path) -> None:
+    body = """\
+- id: loose
+  match: {oidc: {issuer: corp}}
+  scopes: [{dag: etl, tasks: [load]}]
+  permissions:
+    subscribe: {allow: ["*.x.{task_id}"]}
+"""
+    warnings = lint(_set(tmp_path, body), {"corp"})
+    assert [(w.source, w.code) for w in warnings] == [("p.yaml:7", "allow_inboxes")]
