@@ -17,6 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 _API_INPUT = "tests/integration/test_audit_api_input.py"
+_JS_UNIT = "tests/unit/test_jetstream.py"
+_JS_LIVE = "tests/integration/test_jetstream_live.py"
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,47 @@ EXPERIMENTS = [
                "        if not (config.deny_delete and config.deny_purge):",
                "        if False:",
                ["tests/integration/test_audit_anchor_stream.py", "-k", "allows_delete"]),
+    Experiment("JetStream consumer names join encoded ids with `~`, never `_` (issue 21)",
+               "gateway/policy/jetstream.py",
+               'NAME_SEPARATOR = "~"', 'NAME_SEPARATOR = "_"',
+               [_JS_UNIT, "-k", "injective or never_collide"]),
+    Experiment("a task's reply inbox is its own prefix, never `_INBOX.>` (issue 21)",
+               "gateway/policy/jetstream.py",
+               '    return inbox_prefix(scope) + ".>"', '    return INBOX_ROOT + ".>"',
+               [_JS_UNIT, _JS_LIVE, "-k", "every_inbox or exactly_its or inbox_replies"]),
+    Experiment("JetStream acks only on the task's own consumer (issue 21)",
+               "gateway/policy/jetstream.py",
+               'f"{ACK_PREFIX}.{stream}.{consumer}.>"', 'f"{ACK_PREFIX}.{stream}.>"',
+               [_JS_UNIT, _JS_LIVE, "-k", "share_consumer or another_tasks_consumer"]),
+    Experiment("JetStream consumer reads only through the task's own consumer (issue 21)",
+               "gateway/policy/jetstream.py",
+               'f"{API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"',
+               'f"{API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.*"',
+               [_JS_UNIT, _JS_LIVE, "-k", "share_consumer or another_tasks_consumer"]),
+    Experiment("JetStream consumer creation pins the filter in the subject (issue 21)",
+               "gateway/policy/jetstream.py",
+               '        subjects.append(f"{API_PREFIX}.CONSUMER.CREATE.{stream}.{consumer}."\n'
+               '                        f"{render_template(rule.filter, scope)}")',
+               '        subjects.append(f"{API_PREFIX}.CONSUMER.CREATE.{stream}.{consumer}")',
+               [_JS_UNIT, _JS_LIVE, "-k", "exactly_its or own_durable_consumer"]),
+    Experiment("a consumer filter of `>` is refused (it cannot be pinned) (issue 21)",
+               "gateway/policy/model.py",
+               '    if value == ">":', "    if False:",
+               [_JS_UNIT, "-k", "filter-everything"]),
+    Experiment("policy check warns about event loops inside a DAG (issue 21)",
+               "gateway/policy/lint.py",
+               "    warnings += _event_loops(policy_set)\n", "    warnings += []\n",
+               [_JS_UNIT, "-k", "own_watcher or stream_publishing"]),
+    Experiment("policy check warns that a task creating its consumer picks its config "
+               "(issue 21)",
+               "gateway/policy/lint.py",
+               "        warnings += _consumer_create(policy, subjects, source)\n", "",
+               [_JS_UNIT, "-k", "chooses_its_config"]),
+    Experiment("an id rendered first into `_INBOX` is a deny (issue 21)",
+               "gateway/policy/decide.py",
+               "    if rendered.split(\".\", 1)[0] == jetstream.INBOX_ROOT and not",
+               "    if False and not",
+               [_JS_UNIT, "-k", "inbox_namespace_is_a_deny"]),
 ]
 
 

@@ -24,6 +24,7 @@ from gateway.envelope import Scope
 from gateway.errors import PolicyDenied
 from gateway.identity.model import Identity
 from gateway.natsjwt.claims import Permissions
+from gateway.policy import jetstream
 from gateway.policy.encode import RunIdRequired, render_template
 from gateway.policy.load import PolicySet
 from gateway.policy.match import identity_mismatches, scope_mismatches
@@ -39,6 +40,7 @@ __all__ = [
     "decision_from",
     "evaluate",
     "matching",
+    "rendered_jetstream",
     "rendered_subjects",
     "shape_of",
 ]
@@ -76,6 +78,10 @@ class Decision:
     policy_set_hash: str
     expiry_bound: str = ""
     account: str | None = None  # None: the gateway's default target account
+    jetstream: tuple[tuple[str, str], ...] = ()
+    """(what for, subject) of each JetStream publish allow, for explanations"""
+    inbox_prefix: str | None = None
+    """the private inbox prefix the client must set, when one is granted"""
 
 
 @dataclass(frozen=True)
@@ -118,10 +124,30 @@ def _policy_result(policy: Policy, source: str, identity: Identity, scope: Scope
 
 def _render(template: str, scope: Scope, policy_id: str) -> str:
     try:
-        return render_template(template, scope)
+        rendered = render_template(template, scope)
     except RunIdRequired:
         raise PolicyDenied(f"policy `{policy_id}` needs a run_id in the scope",
                            code="run_id_required") from None
+    if rendered.split(".", 1)[0] == jetstream.INBOX_ROOT and not template.startswith(
+            jetstream.INBOX_ROOT):
+        # An id rendered as the first token put the subject in the inbox namespace:
+        # `{dag_id}.{task_id}.>` for dag `_INBOX` would read every inbox of a DAG.
+        raise PolicyDenied(f"policy `{policy_id}`: `{template}` renders into "
+                           f"`{jetstream.INBOX_ROOT}` for this scope",
+                           code="reserved_subject")
+    return rendered
+
+
+def rendered_jetstream(policy: Policy, scope: Scope) -> jetstream.Rendered:
+    """``policy``'s JetStream and private-inbox rights for ``scope``, or PolicyDenied."""
+    try:
+        return jetstream.render(policy.permissions, scope)
+    except RunIdRequired:
+        raise PolicyDenied(f"policy `{policy.id}` needs a run_id in the scope",
+                           code="run_id_required") from None
+    except jetstream.ConsumerNameTooLong as exc:
+        raise PolicyDenied(f"policy `{policy.id}`: {exc}",
+                           code="consumer_name_too_long") from None
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
@@ -131,11 +157,16 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
 def rendered_subjects(policies: Sequence[Policy], scope: Scope, direction: str,
                       kind: str) -> tuple[str, ...]:
     """The subject templates of ``direction`` (publish/subscribe) ``kind`` (allow/deny) of
-    ``policies``, rendered for ``scope``."""
+    ``policies``, rendered for ``scope``; allows include the JetStream and private-inbox
+    subjects (jetstream.py), which are only ever allows."""
     out: list[str] = []
     for policy in policies:
         templates: tuple[str, ...] = getattr(getattr(policy.permissions, direction), kind)
         out.extend(_render(template, scope, policy.id) for template in templates)
+        if kind == "allow":
+            rendered = rendered_jetstream(policy, scope)
+            out.extend(rendered.publish_allow if direction == "publish"
+                       else rendered.subscribe_allow)
     return _unique(out)
 
 
@@ -227,6 +258,8 @@ class Shape:
     matched: tuple[Policy, ...]
     account: str | None = None
     permissions: Permissions | None = None
+    jetstream: tuple[tuple[str, str], ...] = ()
+    inbox_prefix: str | None = None
     # Denials in the order decisions check them: before the expiry, and after it.
     early_denial: PolicyDenied | None = None
     late_denial: PolicyDenied | None = None
@@ -234,9 +267,12 @@ class Shape:
 
 def _allows_something(policy: Policy) -> bool:
     """A grant needs a subject to act on: deny-only policies narrow others, they never
-    admit a worker alone. ``responses`` does not count: receiving the request it would
-    answer already takes a subscribe allow."""
-    return bool(policy.permissions.publish.allow or policy.permissions.subscribe.allow)
+    admit a worker alone. ``responses`` and ``inbox`` do not count: receiving the request
+    it would answer, or sending the request whose reply it would read, already takes an
+    allow. JetStream publish and consume grants do."""
+    permissions = policy.permissions
+    return bool(permissions.publish.allow or permissions.subscribe.allow
+                or permissions.jetstream.publish or permissions.jetstream.consume)
 
 
 def shape_of(matched: Sequence[Policy], identity: Identity, scope: Scope,
@@ -258,7 +294,11 @@ def shape_of(matched: Sequence[Policy], identity: Identity, scope: Scope,
         permissions = _permissions(matched, scope, client)
     except PolicyDenied as denial:
         return Shape(tuple(matched), late_denial=denial)
-    return Shape(tuple(matched), next(iter(accounts), None), permissions)
+    rendered = [rendered_jetstream(policy, scope) for policy in matched]
+    labelled = tuple(dict.fromkeys(pair for r in rendered for pair in r.publish))
+    private = any(r.inbox is not None for r in rendered)
+    return Shape(tuple(matched), next(iter(accounts), None), permissions, labelled,
+                 jetstream.inbox_prefix(scope) if private else None)
 
 
 def _raise(denial: PolicyDenied) -> NoReturn:
@@ -279,7 +319,8 @@ def decision_from(shape: Shape, policy_set_hash: str, identity: Identity, now: i
     return Decision(
         permissions=shape.permissions, expires=expires,
         policy_ids=tuple(p.id for p in shape.matched), policy_set_hash=policy_set_hash,
-        expiry_bound=bound, account=shape.account,
+        expiry_bound=bound, account=shape.account, jetstream=shape.jetstream,
+        inbox_prefix=shape.inbox_prefix,
     )
 
 

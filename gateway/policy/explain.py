@@ -18,7 +18,7 @@ from gateway.errors import IdentityError
 from gateway.identity.aws_arn import iam_identity, parse_caller_arn
 from gateway.identity.model import Identity
 from gateway.identity.oidc_config import OidcIssuerConfig
-from gateway.policy.decide import ClientConnection, Evaluation, evaluate
+from gateway.policy.decide import ClientConnection, Decision, Evaluation, evaluate
 from gateway.policy.load import PolicySet
 
 __all__ = ["ExplainRequest", "explain", "explanation_dict", "format_explanation"]
@@ -123,6 +123,9 @@ def explanation_dict(identity: Identity, evaluation: Evaluation, now: int) -> di
         "ttl_seconds": None if decision is None else decision.expires - now,
         "ttl_bound_by": None if decision is None else decision.expiry_bound,
         "matched_policies": [] if decision is None else list(decision.policy_ids),
+        "inbox_prefix": None if decision is None else decision.inbox_prefix,
+        "jetstream": [] if decision is None else [
+            {"for": label, "subject": subject} for label, subject in decision.jetstream],
     }
 
 
@@ -130,6 +133,21 @@ def _subject_lines(label: str, allow: Sequence[str], deny: Sequence[str]) -> lis
     lines = [f"  {label} allow: {', '.join(allow) if allow else '(nothing)'}"]
     if deny:
         lines.append(f"  {label} deny:  {', '.join(deny)}")
+    return lines
+
+
+def _jetstream_lines(decision: Decision) -> list[str]:
+    """The JetStream and inbox allows again, grouped by what each is for (they are also
+    in the publish/subscribe lines above: that is what the user JWT holds)."""
+    lines = []
+    if decision.inbox_prefix is not None:
+        lines.append(f"  inbox prefix: {decision.inbox_prefix} (replies, PubAcks, pulls)")
+    groups: dict[str, list[str]] = {}
+    for label, subject in decision.jetstream:
+        groups.setdefault(label, []).append(subject)
+    if groups:
+        lines.append("  jetstream:")
+        lines.extend(f"    {label}: {', '.join(subjects)}" for label, subjects in groups.items())
     return lines
 
 
@@ -152,6 +170,7 @@ def format_explanation(identity: Identity, evaluation: Evaluation, now: int) -> 
     lines.append(f"decision: GRANT by {', '.join(evaluation.decision.policy_ids)}")
     lines += _subject_lines("publish  ", perms.pub_allow, perms.pub_deny)
     lines += _subject_lines("subscribe", perms.sub_allow, perms.sub_deny)
+    lines += _jetstream_lines(evaluation.decision)
     if perms.resp_max is not None:
         ttl = "no ttl" if perms.resp_ttl_seconds is None else f"ttl {perms.resp_ttl_seconds}s"
         lines.append(f"  responses: max {perms.resp_max}, {ttl}")

@@ -8,9 +8,15 @@ a stable code:
   `$SYS`, `$JS` and inboxes included
 - ``allow_system``, ``allow_jetstream``, ``allow_inboxes``: an allow that names nothing
   inside `$SYS`, `$JS` / `$JS.API` / `$KV` / `$O`, or `_INBOX` (`$SYS.>`, `$SYS.*.>`,
-  `*.API.>`, `_INBOX.*`...): server administration, every stream, or other clients' replies
+  `*.API.>`, `_INBOX.*`...): server administration, every stream, or other clients' replies;
+  ``allow_inboxes`` also for any allow that starts with `*`, which holds private inboxes
 - ``shared_publish``: a publish allow without both `{dag_id}` and `{task_id}` in a policy
   that covers more than one task, so those tasks share it
+- ``event_loop``: a DAG may publish (core or into a stream) on a subject that a watcher
+  of the same DAG consumes (subscribe allow or JetStream consumer filter): each message
+  would trigger the next run (loops.py)
+- ``consumer_create``: a task may create its own JetStream consumer, and with it choose
+  its configuration: a push ``deliver_subject`` sends the stream's messages on any subject
 - ``unknown_issuer``, ``no_policies``
 
 Pure: no I/O.
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 
 from gateway.policy.encode import encode_token
 from gateway.policy.load import PolicySet, SubjectKey
+from gateway.policy.loops import consuming, event_loops, publishing
 from gateway.policy.model import PLACEHOLDERS, Policy
 
 __all__ = ["LintWarning", "lint"]
@@ -85,20 +92,21 @@ def _broad(template: str) -> tuple[str, str] | None:
     for prefix, code, what in _NAMESPACES:
         if _reaches_namespace(tokens, prefix):
             return code, what
+    if tokens[0] == "*":
+        # `*.x.y` holds `_INBOX.x.y`: the private inbox of DAG x's task y.
+        return "allow_inboxes", "other tasks' private inboxes (`_INBOX.<dag>.<task>`)"
     return None
 
 
 def _broad_allows(policy: Policy, subjects: Mapping[SubjectKey, str],
                   fallback: str) -> Iterator[LintWarning]:
-    for direction in ("publish", "subscribe"):
-        templates: tuple[str, ...] = getattr(policy.permissions, direction).allow
-        for index, template in enumerate(templates):
-            found = _broad(template)
-            if found is not None:
-                code, what = found
-                source = subjects.get((policy.id, direction, "allow", index), fallback)
-                yield LintWarning(source, code, f"policy `{policy.id}`: {direction} allow "
-                                                f"`{template}` can reach {what}")
+    for template in publishing(policy) + consuming(policy):
+        found = _broad(template.text)
+        if found is not None:
+            code, what = found
+            source = subjects.get((policy.id, *template.key), fallback)
+            yield LintWarning(source, code, f"policy `{policy.id}`: {template.what} "
+                                            f"`{template.text}` can reach {what}")
 
 
 def _covers_one_task(policy: Policy) -> bool:
@@ -111,13 +119,38 @@ def _shared_publish(policy: Policy, subjects: Mapping[SubjectKey, str],
                     fallback: str) -> Iterator[LintWarning]:
     if _covers_one_task(policy):  # one task alone cannot share its rights
         return
-    for index, template in enumerate(policy.permissions.publish.allow):
-        if not {"{dag_id}", "{task_id}"} <= set(template.split(".")):
+    for template in publishing(policy):
+        if not {"{dag_id}", "{task_id}"} <= set(template.text.split(".")):
             yield LintWarning(
-                subjects.get((policy.id, "publish", "allow", index), fallback),
-                "shared_publish",
-                f"policy `{policy.id}`: publish allow `{template}` does not name both "
+                subjects.get((policy.id, *template.key), fallback), "shared_publish",
+                f"policy `{policy.id}`: {template.what} `{template.text}` does not name both "
                 "{dag_id} and {task_id}, so every DAG/task this policy covers shares it")
+
+
+def _event_loops(policy_set: PolicySet) -> Iterator[LintWarning]:
+    subjects = policy_set.subject_sources
+    for loop in event_loops(policy_set.policies):
+        pub, con = loop.publisher, loop.consumer
+        source = subjects.get((pub.policy.id, *pub.key),
+                              policy_set.sources.get(pub.policy.id, "?"))
+        where = f"policy `{con.policy.id}`" if con.policy is not pub.policy else "it"
+        yield LintWarning(
+            source, "event_loop",
+            f"policy `{pub.policy.id}`: {pub.what} `{pub.text}` can reach {con.what} "
+            f"`{con.text}` of {where} in the same DAG: if a watcher consumes it, each "
+            "message triggers the next run")
+
+
+def _consumer_create(policy: Policy, subjects: Mapping[SubjectKey, str],
+                     fallback: str) -> Iterator[LintWarning]:
+    for index, rule in enumerate(policy.permissions.jetstream.consume):
+        if rule.create:
+            yield LintWarning(
+                subjects.get((policy.id, "jetstream", f"consume.{index}.filter", 0), fallback),
+                "consumer_create",
+                f"policy `{policy.id}`: tasks may create their consumer on stream "
+                f"`{rule.stream}` and choose its config: a push `deliver_subject` would send "
+                "the stream's messages on any subject; create consumers as an operator")
 
 
 def lint(policy_set: PolicySet,
@@ -132,9 +165,11 @@ def lint(policy_set: PolicySet,
         source = policy_set.sources.get(policy.id, "?")
         warnings += _broad_allows(policy, subjects, source)
         warnings += _shared_publish(policy, subjects, source)
+        warnings += _consumer_create(policy, subjects, source)
         oidc = policy.match.oidc
         if oidc is not None and issuer_names is not None and oidc.issuer not in issuer_names:
             warnings.append(LintWarning(source, "unknown_issuer", f"policy `{policy.id}`: "
                                         f"issuer `{oidc.issuer}` is not configured, so this "
                                         "policy never matches"))
+    warnings += _event_loops(policy_set)
     return warnings

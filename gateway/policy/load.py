@@ -27,7 +27,9 @@ __all__ = ["PolicyLoadError", "PolicySet", "SubjectKey", "load_policy_dir", "loa
 
 MAX_POLICY_FILE_BYTES = 1024 * 1024
 SubjectKey = tuple[str, str, str, int]
-"""(policy id, ``publish``/``subscribe``, ``allow``/``deny``, index in that list)"""
+"""(policy id, ``publish``/``subscribe``, ``allow``/``deny``, index in that list); for
+JetStream templates (policy id, ``jetstream``, ``publish.N.subjects`` or
+``consume.N.filter``, index)"""
 _DIRECTIONS = (("publish", "allow"), ("publish", "deny"), ("subscribe", "allow"),
                ("subscribe", "deny"))
 
@@ -118,6 +120,19 @@ def _policy_lines(node: yaml.Node | None, count: int) -> list[int]:
     return [_line_of(node, ("policies", index)) for index in range(count)]
 
 
+def _jetstream_locations(policy: Policy) -> list[tuple[str, tuple[int | str, ...]]]:
+    """(key part, YAML path below ``permissions``) of each JetStream subject template."""
+    jetstream = policy.permissions.jetstream
+    out: list[tuple[str, tuple[int | str, ...]]] = []
+    for rule_index, rule in enumerate(jetstream.publish):
+        out += [(f"publish.{rule_index}.subjects",
+                 ("jetstream", "publish", rule_index, "subjects", position))
+                for position in range(len(rule.subjects))]
+    out += [(f"consume.{rule_index}.filter", ("jetstream", "consume", rule_index, "filter"))
+            for rule_index in range(len(jetstream.consume))]
+    return out
+
+
 def _subject_sources(node: yaml.Node | None, name: str,
                      policies: Sequence[Policy]) -> dict[SubjectKey, str]:
     out: dict[SubjectKey, str] = {}
@@ -127,6 +142,10 @@ def _subject_sources(node: yaml.Node | None, name: str,
             for position in range(len(templates)):
                 loc = ("policies", index, "permissions", direction, kind, position)
                 out[policy.id, direction, kind, position] = f"{name}:{_line_of(node, loc)}"
+        for part, path in _jetstream_locations(policy):
+            position = path[-1] if isinstance(path[-1], int) else 0
+            js_loc: tuple[int | str, ...] = ("policies", index, "permissions", *path)
+            out[policy.id, "jetstream", part, position] = f"{name}:{_line_of(node, js_loc)}"
     return out
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "PLACEHOLDERS",
     "AwsIamMatch",
     "Direction",
+    "JetStreamPermissions",
     "Limits",
     "Match",
     "OidcMatch",
@@ -35,6 +36,8 @@ __all__ = [
     "PolicyPermissions",
     "Responses",
     "ScopeRule",
+    "StreamConsume",
+    "StreamPublish",
     "policy_json_schema",
 ]
 
@@ -45,6 +48,10 @@ _LITERAL_TOKEN = re.compile(r"[A-Za-z0-9_\-$%:+~]+")
 _ID = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,99}")
 _ACCOUNT = re.compile(r"[0-9]{12}")
 _ROLE_ARN_GLOB = re.compile(r"arn:aws[a-z\-]*:iam::[0-9*?\[\]]{1,12}:role/.+")
+# Stream names and consumer name parts stay inside the id encoding's alphabet: never `.`,
+# `*`, `>`, whitespace or path separators (nats-server refuses those), and never `~`,
+# which the gateway reserves to join the parts of a derived consumer name.
+_NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
 def check_subject_template(template: str) -> str:
@@ -157,6 +164,54 @@ class Direction(_Strict):
     deny: tuple[SubjectTemplate, ...] = ()
 
 
+def _check_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"`{value}` must be 1 to 64 letters, digits, `_` or `-`")
+    return value
+
+
+def _check_filter(value: str) -> str:
+    if value == ">":
+        # nats clients send an unfiltered create request for `>`, and the server then
+        # takes the filter from the request body: the grant could no longer pin it.
+        raise ValueError("filter `>` cannot be pinned in the create subject: name the "
+                         "stream's subjects instead")
+    return value
+
+
+StreamName = Annotated[
+    str, AfterValidator(_check_name), Field(json_schema_extra={"pattern": f"^{_NAME.pattern}$"})]
+ConsumerFilter = Annotated[SubjectTemplate, AfterValidator(_check_filter)]
+
+
+class StreamPublish(_Strict):
+    """Publish into a stream: its subjects, with the PubAck on the task's private inbox."""
+
+    stream: StreamName = Field(description="the stream's name")
+    subjects: tuple[SubjectTemplate, ...] = Field(
+        min_length=1, description="subject templates inside the stream's subjects")
+
+
+class StreamConsume(_Strict):
+    """Read through the task's own durable pull consumer. Its name is derived from the
+    DAG and task (``<dag>~<task>``, ids encoded), never chosen by the policy text."""
+
+    stream: StreamName = Field(description="the stream's name")
+    filter: ConsumerFilter = Field(
+        description="the consumer's filter subject (a subject template)")
+    name: StreamName | None = Field(
+        default=None, description="optional suffix telling apart several consumers of one "
+                                  "task on one stream: the consumer is `<dag>~<task>~<name>`")
+    create: bool = Field(
+        default=False, description="the task may create its consumer (with exactly this "
+                                   "filter); default: an operator creates it")
+
+
+class JetStreamPermissions(_Strict):
+    publish: tuple[StreamPublish, ...] = ()
+    consume: tuple[StreamConsume, ...] = ()
+
+
 class Responses(_Strict):
     """nats-server's allow_responses: reply once (or ``max`` times) to a received request."""
 
@@ -175,6 +230,11 @@ class PolicyPermissions(_Strict):
     subscribe: Direction = Direction()
     responses: Responses | None = None
     limits: Limits = Limits()
+    jetstream: JetStreamPermissions = JetStreamPermissions()
+    inbox: Literal["none", "private"] = Field(
+        default="none",
+        description="`private`: the task may receive replies on its own inbox prefix "
+                    "`_INBOX.<dag>.<task>` (implied by any `jetstream` grant)")
     connection_types: tuple[ConnectionType, ...] | None = Field(
         default=None, min_length=1,
         description="the client's connection must be one of these (default: any)")
