@@ -386,3 +386,24 @@ async def _publish_until_received(edge: Client, sub: Subscription) -> None:
         except TimeoutError:
             continue
     raise AssertionError("a message from the edge never reached the hub")
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    (["--cluster-name", "airflow"],
+     "a cluster node also needs --cluster-listen, --routes, --server-name"),
+    (["--cluster-name", "a", "--server-name", "n0", "--cluster-listen", "127.0.0.1:6222",
+      "--routes", "127.0.0.1:6222"], "route `127.0.0.1:6222` must be nats-route://HOST:PORT"),
+    (["--leaf-remote", "AUTH=http://leaf-auth:hidden-secret@hub:7422"],
+     "--leaf-remote for account `AUTH` must be ACCOUNT=nats-leaf://USER:PASSWORD@HUB:PORT"),
+    (["--mode", "merge", "--out", "x", "--server-name", "n0"],
+     "--server-name, --cluster-* and --leaf-remote are for full mode"),
+], ids=["partial-cluster", "route-without-scheme", "leaf-url-hides-password", "merge-mode"])
+def test_nats_config_refuses_an_incomplete_topology(
+        tmp_path: Path, options: list[str], expected: str) -> None:
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    refused = subprocess.run([*CLI, "nats-config", "--config",
+                              str(_gateway_toml(tmp_path, keys)), *options],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert expected in refused.stderr and "hidden-secret" not in refused.stderr
