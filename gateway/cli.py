@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from gateway.cli_audit import add_audit_commands, run_audit_command
 from gateway.cli_policy import add_policy_commands, run_policy_command
@@ -27,10 +27,15 @@ from gateway.natsconf import (
     MERGE_ACCOUNTS_FILE,
     MERGE_AUTHORIZATION_FILE,
     CalloutServerConfig,
+    ClusterNode,
+    LeafRemote,
     merge_instructions,
     render_callout_config,
+    render_cluster_block,
+    render_leaf_remotes,
     render_merge_accounts,
     render_merge_authorization,
+    render_server_name,
 )
 from gateway.natsjwt.nkeys import CurveKeyPair, Prefix, SigningKeyPair
 
@@ -125,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     nats_config.add_argument("--keys", type=Path,
                              help="operator mode: keys directory (default: the issuer "
                                   "seed's directory)")
+    _add_topology_arguments(nats_config)
 
     dev = commands.add_parser("dev", help="run everything locally on embedded defaults")
     dev.add_argument("--state-dir", type=Path, default=DEFAULT_DEV_DIR,
@@ -269,9 +275,13 @@ def _write_merge_files(cfg: CalloutServerConfig, out: Path | None) -> int:
 def _nats_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     host, port = _listen_address(args.listen, settings.nats.url)
+    topology = _topology_blocks(args)
     if settings.nats.mode == "operator":
         from gateway.operator_setup import write_operator_files
 
+        if topology:
+            raise ConfigError("--cluster-* and --leaf-remote are for config mode: add the "
+                              "blocks to the written nats-server.conf by hand")
         if args.mode == "merge":
             raise ConfigError("merge mode is for config mode; operator mode keeps accounts "
                               "in JWTs (docs/operator-mode.md)")
@@ -286,7 +296,88 @@ def _nats_config(args: argparse.Namespace) -> int:
     if args.mode == "merge":
         return _write_merge_files(cfg, args.out)
     print(render_callout_config(cfg))
+    if topology:
+        print(topology)
     return 0
+
+
+def _add_topology_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "cluster and leaf nodes (full mode; run once per node, docs/operations.md)")
+    group.add_argument("--cluster-name", metavar="NAME",
+                       help="the cluster's name, the same on every node")
+    group.add_argument("--server-name", metavar="NAME",
+                       help="this server's name, unique in the cluster (in audit records; "
+                            "needed with --cluster-name)")
+    group.add_argument("--cluster-listen", metavar="HOST:PORT",
+                       help="where this node accepts routes from the other nodes")
+    group.add_argument("--routes", metavar="URL,URL",
+                       help="nats-route://HOST:PORT of every node (this one may be listed: "
+                            "nats-server ignores a route to itself)")
+    group.add_argument("--leaf-remote", action="append", default=[],
+                       metavar="ACCOUNT=URL[,URL]",
+                       help="an edge server: bind local ACCOUNT to the hub account of the "
+                            "user in URL (nats-leaf://USER:PASSWORD@HUB:PORT, one per hub "
+                            "node); give one for the callout account so the hub's gateway "
+                            "answers (repeatable)")
+
+
+def _cluster_node(args: argparse.Namespace) -> ClusterNode | None:
+    given = {"--cluster-name": args.cluster_name, "--cluster-listen": args.cluster_listen,
+             "--routes": args.routes, "--server-name": args.server_name}
+    if not any(value for flag, value in given.items() if flag != "--server-name"):
+        return None
+    missing = [flag for flag, value in given.items() if not value]
+    if missing:
+        raise ConfigError(f"a cluster node also needs {', '.join(missing)}")
+    routes = tuple(r.strip() for r in args.routes.split(",") if r.strip())
+    for route in routes:
+        url = urlsplit(route)
+        if url.scheme not in ("nats-route", "nats", "tls") or not url.hostname or not _port(url):
+            raise ConfigError(f"route `{route}` must be nats-route://HOST:PORT")
+    host, port = _listen_address(args.cluster_listen, "")
+    return ClusterNode(args.cluster_name, f"{host}:{port}", routes)
+
+
+def _port(url: SplitResult) -> int | None:
+    try:
+        return url.port
+    except ValueError:
+        return None
+
+
+def _leaf_remotes(specs: Sequence[str]) -> tuple[LeafRemote, ...]:
+    remotes = []
+    for spec in specs:
+        account, _, joined = spec.partition("=")
+        urls = tuple(url.strip() for url in joined.split(",") if url.strip())
+        if not account or not urls or not all(_leaf_url(url) for url in urls):
+            # the URL may hold the leaf user's password: never echo it
+            raise ConfigError(f"--leaf-remote for account `{account}` must be "
+                              "ACCOUNT=nats-leaf://USER:PASSWORD@HUB:PORT[,...]")
+        remotes.append(LeafRemote(urls, account))
+    return tuple(remotes)
+
+
+def _leaf_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return (parts.scheme in ("nats-leaf", "nats", "tls") and bool(parts.hostname)
+            and bool(_port(parts)))
+
+
+def _topology_blocks(args: argparse.Namespace) -> str:
+    """The cluster and leaf blocks to append to a whole config ("" for a single server)."""
+    node = _cluster_node(args)
+    remotes = _leaf_remotes(args.leaf_remote)
+    if (node or remotes or args.server_name) and (args.mode == "merge"):
+        raise ConfigError("--server-name, --cluster-* and --leaf-remote are for full mode: "
+                          "add the blocks from a full-mode run to your config by hand")
+    blocks = [render_server_name(args.server_name)] if args.server_name else []
+    if node:
+        blocks.append(render_cluster_block(node))
+    if remotes:
+        blocks.append(render_leaf_remotes(remotes))
+    return "\n".join(blocks)
 
 
 def _dev(args: argparse.Namespace) -> int:

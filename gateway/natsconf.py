@@ -12,7 +12,14 @@ accounts, ``system_account``) for a new server. ``render_merge_accounts`` and
 config has no block merge (a second ``accounts { }`` replaces the first, and with it the
 user's accounts and their JetStream settings), but ``include`` works inside a block, so
 the first piece is included *inside* the user's ``accounts { }`` and holds only the
-callout account, and the second is included at top level. No I/O.
+callout account, and the second is included at top level.
+
+Clusters and leaf nodes (``render_cluster_block``, ``render_leaf_remotes``) are separate
+blocks appended to a whole config: every node of a cluster carries the same callout block
+(the same issuer and xkey), because nats-server sends ``$SYS.REQ.USER.AUTH`` on the node
+the client connected to and routes carry it to a replica subscribed on any node; each
+server seals with its own curve key, and the gateway answers to the key in each request.
+No I/O.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ import json
 from dataclasses import dataclass
 
 __all__ = ["MERGE_ACCOUNTS_FILE", "MERGE_AUTHORIZATION_FILE", "CalloutServerConfig",
-           "merge_instructions", "render_callout_config", "render_merge_accounts",
-           "render_merge_authorization", "render_operator_config", "render_static_config"]
+           "ClusterNode", "LeafRemote", "merge_instructions", "render_callout_config",
+           "render_cluster_block", "render_leaf_remotes", "render_merge_accounts",
+           "render_merge_authorization", "render_operator_config", "render_server_name",
+           "render_static_config"]
 
 DEFAULT_MAX_CONTROL_LINE = 32 * 1024
 MERGE_ACCOUNTS_FILE = "nats-gateway-accounts.conf"
@@ -172,3 +181,54 @@ def render_operator_config(
         "",
     ]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """One node of a nats-server cluster: its unique name and where its routes meet.
+
+    ``routes`` may name every node, this one included: nats-server drops a route to itself,
+    so one list serves every node's config."""
+
+    cluster_name: str
+    listen: str  # HOST:PORT for routes from the other nodes
+    routes: tuple[str, ...]  # nats-route://HOST:PORT of the nodes
+
+
+def render_server_name(name: str) -> str:
+    """A unique server name shows in every audit record (``server_name``) and in the
+    server's logs, where the generated server id says nothing to an operator."""
+    return f"server_name: {_q(name)}\n"
+
+
+def render_cluster_block(node: ClusterNode) -> str:
+    """``cluster { }``, appended to a whole callout config."""
+    routes = "".join(f"\n    {_q(route)}" for route in node.routes)
+    return "\n".join([
+        "# cluster: every node carries the same auth_callout block above",
+        "cluster {",
+        f"  name: {_q(node.cluster_name)}",
+        f"  listen: {_q(node.listen)}",
+        f"  routes: [{routes}\n  ]",
+        "}",
+        "",
+    ])
+
+
+@dataclass(frozen=True)
+class LeafRemote:
+    """A leaf connection from an edge server to the hub, binding one local account to the
+    hub account the URLs' user belongs to. Several URLs (one per hub node) let the leaf
+    reconnect to another node when one dies."""
+
+    urls: tuple[str, ...]  # nats-leaf://USER:PASSWORD@HUB:PORT (the hubs' leafnodes ports)
+    account: str  # the local account bound to it
+
+
+def render_leaf_remotes(remotes: tuple[LeafRemote, ...]) -> str:
+    """``leafnodes { remotes [...] }`` for an edge server whose auth callout is answered
+    by the gateway at the hub: the callout account is one of the remotes, so its
+    ``$SYS.REQ.USER.AUTH`` requests travel to the hub's queue group (docs/operations.md)."""
+    lines = [f"    {{ urls: [ {', '.join(_q(url) for url in r.urls)} ], account: {_q(r.account)} }}"
+             for r in remotes]
+    return "\n".join(["leafnodes {", "  remotes: [", *lines, "  ]", "}", ""])
