@@ -12,7 +12,7 @@ from typing import Any
 __all__ = ["MAX_DAYS", "Bar", "DagTotals", "Timeline", "per_dag", "timeline"]
 
 MAX_DAYS = 92  # a quarter: more days than that would be bars thinner than a pixel
-_LEFT, _BOTTOM, _TOP = 48, 28, 12
+_LEFT, _RIGHT, _BOTTOM, _TOP = 48, 72, 28, 12  # room for the axis and the last label
 
 
 @dataclass
@@ -81,7 +81,7 @@ def timeline(rows: Iterable[Mapping[str, Any]], *, width: int = 760,
         return Timeline(width, height, [], [], [], [], None)
     days, cut = _days(counts)
     peak = max(max(pair) for pair in counts.values())
-    plot_w, plot_h = width - _LEFT - 8, height - _BOTTOM - _TOP
+    plot_w, plot_h = width - _LEFT - _RIGHT, height - _BOTTOM - _TOP
     slot = plot_w / len(days)
     bar_w = max(slot / 2 - 1, 0.5)
     bars: list[Bar] = []
