@@ -31,8 +31,8 @@ from gateway.errors import ConfigError
 from gateway.identity.aws_sts import AwsIamSettings
 from gateway.identity.oidc_config import OidcIssuerConfig
 
-__all__ = ["ApiOidcSettings", "ApiSettings", "GatewaySettings", "TrustedKeySettings",
-           "check_environment", "load_settings"]
+__all__ = ["ApiConsoleSettings", "ApiOidcSettings", "ApiSettings", "GatewaySettings",
+           "TrustedKeySettings", "check_environment", "load_settings"]
 
 
 class _Section(BaseModel):
@@ -173,6 +173,19 @@ class ApiOidcSettings(_Section):
     admin_values: tuple[str, ...] = Field(default=("nats-gateway-admin",))
 
 
+class ApiConsoleSettings(_Section):
+    """The audit console (``/console``): server-side sessions, ended when idle or old."""
+
+    enabled: bool = True
+    session_idle_minutes: float = Field(
+        default=30, gt=0, le=24 * 60, description="a session unused this long ends")
+    session_max_hours: float = Field(
+        default=8, gt=0, le=7 * 24, description="a session ends this long after sign-in")
+    max_sessions: int = Field(
+        default=1000, ge=1, le=100_000,
+        description="sessions held at once; the oldest ends when a sign-in needs room")
+
+
 class ApiSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -184,6 +197,7 @@ class ApiSettings(_Section):
     admin_token_file: Path | None = Field(
         default=None, description="a file holding one admin token (mode 0600), hashed at start")
     oidc: ApiOidcSettings | None = None
+    console: ApiConsoleSettings = ApiConsoleSettings()
 
     @field_validator("admin_token_sha256", "auditor_token_sha256")
     @classmethod

@@ -35,6 +35,7 @@ from gateway.audit.writer import COMMIT_BUDGET_SECONDS, AuditWriter
 from gateway.callout.handler import AccountSigner, CalloutHandler, HandlerSettings
 from gateway.callout.service import CalloutService
 from gateway.config import GatewaySettings, TrustedKeySettings, read_seed
+from gateway.console import mount_console
 from gateway.envelope import CredentialEnvelope
 from gateway.errors import ConfigError, CredentialError
 from gateway.identity.aws_sts import StsVerifier
@@ -340,11 +341,16 @@ class Gateway:
         authenticator = ApiAuthenticator(
             admin_digests=admin_digests, auditor_digests=api.auditor_token_sha256,
             oidc=api.oidc, verifier=api_verifier)
-        return create_app(self.store, authenticator=authenticator, policies=self.policies,
-                          readiness=self.readiness, metrics=self.metrics.registry,
-                          oidc_issuers=self.settings.oidc.issuers,
-                          checkpoint_signer=self.signer,
-                          trusted_checkpoint_keys=trusted_checkpoint_keys(self.settings))
+        app = create_app(self.store, authenticator=authenticator, policies=self.policies,
+                         readiness=self.readiness, metrics=self.metrics.registry,
+                         oidc_issuers=self.settings.oidc.issuers,
+                         checkpoint_signer=self.signer,
+                         trusted_checkpoint_keys=trusted_checkpoint_keys(self.settings))
+        if api.console.enabled:
+            mount_console(app, api.console,
+                          oidc_issuer=api.oidc.issuer.issuer if api.oidc else None,
+                          anchor_dir=self.settings.audit.anchor_dir)
+        return app
 
     async def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each check must hold for the gateway to take requests."""

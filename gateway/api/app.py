@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.api.auth import ApiAuthenticator
 from gateway.api.problems import validation_problem
-from gateway.api.routes import audit, grants, health
+from gateway.api.routes import audit, grants, health, who_could
 from gateway.api.routes import policies as policy_routes
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.store import AuditStore
@@ -41,6 +41,7 @@ def create_app(store: AuditStore, *, authenticator: ApiAuthenticator, policies: 
     app.state.metrics = metrics
     app.add_exception_handler(RequestValidationError, validation_problem)  # type: ignore[arg-type]
     app.include_router(health.router)
+    app.include_router(who_could.router)  # before grants: its `/{decision_id}` would match
     app.include_router(grants.router)
     app.include_router(audit.router)
     app.include_router(policy_routes.router)

@@ -33,6 +33,9 @@ def token_digest(token: str) -> str:
 class Caller:
     name: str
     role: str
+    # When the credential stops being valid (an OIDC token's `exp`); None: no end. The
+    # console ends a session then at the latest.
+    expires: float | None = None
 
     def has(self, role: str) -> bool:
         return self.role in ROLES and ROLES.index(self.role) >= ROLES.index(role)
@@ -65,7 +68,8 @@ class ApiAuthenticator:
             identity = await self._verifier.verify(token)
         except GatewayError as exc:
             raise NotAuthenticated(exc.code) from None
-        return Caller(identity.principal, self._role_from(identity.claims))
+        return Caller(identity.principal, self._role_from(identity.claims),
+                      expires=float(identity.expires))
 
     def _role_from(self, claims: object) -> str:
         assert self._oidc is not None

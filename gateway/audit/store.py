@@ -27,6 +27,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -56,6 +57,8 @@ class DecisionQuery:
     reason_code: str | None = None
     since: float | None = None
     until: float | None = None
+    # Grants still in force at this time (who-could): expiring then or later, or never.
+    expires_from: float | None = None
     before_seq: int | None = None
     limit: int = 100
 
@@ -298,6 +301,9 @@ class AuditStore:
             stmt = stmt.where(decisions.c.decided_at >= q.since)
         if q.until is not None:
             stmt = stmt.where(decisions.c.decided_at < q.until)
+        if q.expires_from is not None:
+            stmt = stmt.where(or_(decisions.c.expires_at.is_(None),
+                                  decisions.c.expires_at >= q.expires_from))
         # `seq < before` with a `before` past the column's range holds for every row; the
         # driver would refuse the number instead of answering that.
         if q.before_seq is not None and q.before_seq <= self._seq_max:
@@ -365,6 +371,18 @@ class AuditStore:
         with self.engine.connect() as conn:
             for row in conn.execute(stmt):
                 yield dict(row._mapping)
+
+    def instance_heads(self) -> list[dict[str, Any]]:
+        """Per instance: chained records, the last position and when it was decided."""
+        stmt = (select(decisions.c.gateway_instance, func.count().label("records"),
+                       func.max(decisions.c.chain_seq).label("last_seq"),
+                       func.max(decisions.c.decided_at).label("last_at"))
+                .where(decisions.c.chain_seq.is_not(None))
+                .group_by(decisions.c.gateway_instance)
+                .order_by(decisions.c.gateway_instance))
+        with self.engine.connect() as conn:
+            return [{"instance": str(r[0]), "records": int(r[1]), "last_seq": int(r[2]),
+                     "last_at": float(r[3])} for r in conn.execute(stmt)]
 
     def unchained_rows(self) -> list[dict[str, Any]]:
         stmt = select(decisions.c.seq, decisions.c.decision_id).where(

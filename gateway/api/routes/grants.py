@@ -142,13 +142,21 @@ def export_grants(
     since: When = None, until: When = None,
 ) -> StreamingResponse:
     """Every matching decision, streamed (no size limit, constant memory)."""
-    records = _started(store.iterate(_query(dag, task, run, decision, method, principal,
-                                            policy, since, until, reason=reason)))
+    return export_response(store.iterate(_query(dag, task, run, decision, method, principal,
+                                                policy, since, until, reason=reason)), format)
+
+
+def export_response(records: Iterator[AuditRecord],
+                    format: Literal["csv", "jsonl"]) -> StreamingResponse:
+    """The streamed export of ``records`` (shared with the console's export links)."""
+    started = _started(records)
     if format == "csv":
-        return StreamingResponse(csv_lines(records), media_type="text/csv",
+        return StreamingResponse(csv_lines(started), media_type="text/csv",
                                  headers={"Content-Disposition": "attachment; "
                                           "filename=decisions.csv"})
-    return StreamingResponse(_json_lines(records), media_type="application/x-ndjson")
+    return StreamingResponse(_json_lines(started), media_type="application/x-ndjson",
+                             headers={"Content-Disposition": "attachment; "
+                                      "filename=decisions.jsonl"})
 
 
 @router.get("/summary", response_model=Summary)
