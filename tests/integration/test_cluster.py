@@ -197,6 +197,10 @@ async def _attempt(urls: list[str], envelope: str, name: str) -> str:
     try:
         await nc.connect(urls, token=envelope, name=name, allow_reconnect=False,
                          max_reconnect_attempts=0, connect_timeout=CLIENT_TIMEOUT)
+        if not nc.is_connected:
+            # nats-py returns from connect() without an error when the server closes
+            # the socket instead of answering (its refusal, read or not): not a timeout.
+            return "refused"
         await nc.flush(timeout=CLIENT_TIMEOUT)
         return "connected"
     except Exception as exc:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -64,20 +65,33 @@ async def test_token_chosen_key_material_is_refused(
     assert await _code(_verifier(issuer, http), token) == expected
 
 
+@dataclass(frozen=True)
+class FromNow:
+    """A time claim relative to when the test runs, not to when it was collected (a long
+    suite would otherwise turn "in ten minutes" into the past)."""
+
+    seconds: int
+
+
+def _at_run_time(claims: dict[str, Any]) -> dict[str, Any]:
+    now = int(time.time())
+    return {k: now + v.seconds if isinstance(v, FromNow) else v for k, v in claims.items()}
+
+
 @pytest.mark.parametrize("claims,code", [
     ({"exp": None}, "missing_claim"),
     ({"iat": None}, "missing_claim"),
     ({"sub": None}, "missing_claim"),
     ({"aud": None}, "missing_claim"),
-    ({"iat": int(time.time()) + 600, "nbf": None}, "token_not_yet_valid"),
-    ({"nbf": int(time.time()) + 600}, "token_not_yet_valid"),
-    ({"exp": int(time.time()) + 7200}, "lifetime_too_long"),
+    ({"iat": FromNow(600), "nbf": None}, "token_not_yet_valid"),
+    ({"nbf": FromNow(600)}, "token_not_yet_valid"),
+    ({"exp": FromNow(7200)}, "lifetime_too_long"),
     ({"aud": ["other", "more"]}, "wrong_audience"),
 ], ids=["no-exp", "no-iat", "no-sub", "no-aud", "future-iat", "future-nbf", "too-long",
         "aud-list"])
 async def test_claim_checks(issuer: DevIssuer, http: httpx.AsyncClient,
                             claims: dict[str, Any], code: str) -> None:
-    token = issuer.mint(subject="w", audience=AUD, claims=claims)
+    token = issuer.mint(subject="w", audience=AUD, claims=_at_run_time(claims))
     assert await _code(_verifier(issuer, http), token) == code
 
 
