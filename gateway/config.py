@@ -242,6 +242,10 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     tls: ApiTlsSettings = ApiTlsSettings()
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(), description="addresses (or CIDRs) of reverse proxies whose "
+                                "X-Forwarded-For and X-Forwarded-Proto are believed; none "
+                                "by default")
     metrics_host: str = Field(default="127.0.0.1",
                               description="address of the separate /metrics listener")
     metrics_port: int | None = Field(

@@ -218,12 +218,17 @@ class _ApiServer(uvicorn.Server):
 
 
 async def _serve_http(app: FastAPI, sock: socket.socket, cert_file: Path | None,
-                      key_file: Path | None, what: str) -> tuple[uvicorn.Server,
-                                                                 asyncio.Task[None]]:
+                      key_file: Path | None, what: str, *,
+                      trusted_proxies: tuple[str, ...] = ()) -> tuple[uvicorn.Server,
+                                                                      asyncio.Task[None]]:
     """Serve ``app`` on a bound socket (HTTPS when ``cert_file`` is set); returns once it
-    accepts connections, or raises what stopped it."""
+    accepts connections, or raises what stopped it. Forwarded headers are believed only
+    from ``trusted_proxies``: uvicorn's default trusts 127.0.0.1, or whatever the
+    FORWARDED_ALLOW_IPS variable says, which no gateway setting would show."""
     config = uvicorn.Config(app, log_level="warning", lifespan="off",
-                            ssl_certfile=cert_file, ssl_keyfile=key_file)
+                            ssl_certfile=cert_file, ssl_keyfile=key_file,
+                            proxy_headers=bool(trusted_proxies),
+                            forwarded_allow_ips=list(trusted_proxies) or None)
     server = _ApiServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -377,7 +382,8 @@ class Gateway:
                 metrics_sock.close()
             raise
         self._api, self._api_task = await _serve_http(
-            app, sock, api.tls.cert_file, api.tls.key_file, "audit api")
+            app, sock, api.tls.cert_file, api.tls.key_file, "audit api",
+            trusted_proxies=api.trusted_proxies)
         if metrics_sock is not None:
             self._metrics_api, self._metrics_task = await _serve_http(
                 create_metrics_app(self.metrics.registry), metrics_sock, None, None,

@@ -95,6 +95,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "api.tls.cert_file": ("api-f.pem", "api-e.pem"),
     "api.tls.key_file": ("api-f.key", "api-e.key"),
     "api.metrics_host": ("127.0.0.4", "127.0.0.5"),
+    "api.trusted_proxies": (["10.0.0.5"], ["10.0.0.0/24"]),
     "api.metrics_port": (9100, 9101),
     "oidc.ca_file": ("oidc-f.pem", "oidc-e.pem"),
     "aws.ca_file": ("sts-f.pem", "sts-e.pem"),
