@@ -10,6 +10,7 @@ import asyncio
 import ssl
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from gateway.dev.environment import DevEnvironment
 from gateway.dev.issuer import DevIssuer
 from gateway.dev.natsserver import NatsServer
 from gateway.dev.tlscerts import CertFiles, DevCa
-from gateway.errors import ConfigError, IdentityUnavailable
+from gateway.errors import AuditUnavailable, ConfigError, IdentityUnavailable
 from gateway.identity.aws_sts import AwsIamSettings, StsVerifier
 from gateway.identity.oidc import OidcVerifier
 from gateway.identity.oidc_config import OidcIssuerConfig
@@ -391,3 +392,69 @@ async def test_dev_with_tls_serves_nats_and_the_api_over_tls(tmp_path: Path) -> 
     finally:
         await gateway.stop()
         env.stop()
+
+
+# -- the production topology of docs/operations.md --------------------------------------
+
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
+
+
+def _topology() -> str:
+    return OPERATIONS.split("## Production topology", 1)[1].split("\n## ", 1)[0]
+
+
+def _block(fence: str, needle: str) -> str:
+    for block in _topology().split(f"```{fence}\n")[1:]:
+        body = block.split("```", 1)[0]
+        if needle in body:
+            return body
+    raise AssertionError(f"no ```{fence} block with {needle!r} in docs/operations.md")
+
+
+def _make_etc(tmp: Path) -> Path:
+    """The files the documented configs name, under ``tmp`` instead of ``/``."""
+    etc = tmp / "etc"
+    DevCa(etc / "nats" / "tls").issue("nats", ("nats.internal",))  # ca.pem, nats.pem/.key
+    gateway_dir = etc / "nats-gateway"
+    generate_keys(gateway_dir / "keys")
+    return etc
+
+
+def test_the_documented_nats_server_config_passes_nats_server_check(tmp_path: Path) -> None:
+    etc = _make_etc(tmp_path)
+    (etc / "nats-gateway" / "gateway.toml").write_text(
+        _block("toml", "[nats.tls]").replace("/etc/", f"{etc}/"))
+    command = _block("bash", "nats-config").splitlines()[0]
+    args = command.replace("/etc/", f"{etc}/").split(">")[0].split()[1:]
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    documented = _block("", "tls {\n  cert_file").replace("/etc/", f"{etc}/")
+    assert documented.strip() in done.stdout
+    NatsServer(done.stdout, workdir=tmp_path / "check").check_config()  # nats-server -t
+
+
+def test_the_documented_gateway_config_is_valid_and_postgres_without_tls_is_refused(
+        tmp_path: Path) -> None:
+    from gateway.audit.store import AuditStore
+    from gateway.config import load_settings
+
+    etc = _make_etc(tmp_path)
+    config = etc / "nats-gateway" / "gateway.toml"
+    config.write_text(_block("toml", "[nats.tls]").replace("/etc/", f"{etc}/"))
+    settings = load_settings(config)
+    assert settings.nats.tls_enabled and settings.api.tls.cert_file is not None
+    assert "sslmode=verify-full" in settings.audit.url
+    proxied = tomllib.loads(_block("toml", "trusted_proxies"))
+    assert GatewaySettings.model_validate({
+        "nats": {"user_seed_file": "u.nk"}, "keys": {"issuer_seed_file": "i.nk"}, **proxied,
+    }).api.trusted_proxies == ("127.0.0.1",)
+    # The same sslmode against this machine's PostgreSQL, which has no TLS: refused.
+    local = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres?sslmode=verify-full"
+    store = AuditStore(local)
+    try:
+        with pytest.raises(AuditUnavailable) as caught:
+            store.migrate()
+    finally:
+        store.close()
+    assert "server does not support SSL" in str(caught.value.__cause__)
