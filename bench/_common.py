@@ -23,7 +23,7 @@ from gateway.keyfiles import (
     XKEY_FILE,
     generate_keys,
 )
-from gateway.natsconf import CalloutServerConfig, render_callout_config
+from gateway.natsconf import CalloutServerConfig, ServerTls, render_callout_config
 
 __all__ = ["BENCH_DIR", "GATEWAY_SERVE", "Stack", "callout_stack", "cpu_seconds", "gateway_toml",
            "grant_record", "machine", "rss_mb", "write_section"]
@@ -126,28 +126,32 @@ enabled = false
 @contextmanager
 def callout_stack(tmp: Path, responder: list[str] | None = None, *, extra_toml: str = "",
                   audit_url: str | None = None, workers: int = 1,
-                  serve: Sequence[str] = GATEWAY_SERVE) -> Iterator[Stack]:
+                  serve: Sequence[str] = GATEWAY_SERVE,
+                  tls: ServerTls | None = None) -> Iterator[Stack]:
     """nats-server with auth callout (xkey on) and a responder process: ``responder`` (a
     command; ``{url}`` and ``{keys}`` are filled in) or else ``serve`` (a command that takes
-    the gateway's ``--config`` and ``--workers``, `nats-gateway serve` by default). The
-    caller waits for readiness (by connecting), so no fixed sleep is needed."""
+    the gateway's ``--config`` and ``--workers``, `nats-gateway serve` by default). With
+    ``tls`` the client port speaks TLS and the URL is ``tls://`` (the caller's
+    ``extra_toml`` gives the gateway its `[nats.tls]`). The caller waits for readiness
+    (by connecting), so no fixed sleep is needed."""
     keys = tmp / "keys"
     publics = generate_keys(keys)
     config = render_callout_config(CalloutServerConfig(
         issuer_account=publics.issuer_account, auth_user_nkey=publics.auth_user,
-        xkey=publics.xkey, port=-1))
+        xkey=publics.xkey, port=-1, tls=tls))
     with NatsServer(config) as server:
+        url = server.url.replace("nats://", "tls://") if tls else server.url
         if responder is not None:
-            command = [part.format(url=server.url, keys=keys) for part in responder]
+            command = [part.format(url=url, keys=keys) for part in responder]
         else:
-            toml = gateway_toml(tmp, server.url, keys,
+            toml = gateway_toml(tmp, url, keys,
                                 audit_url or f"sqlite:///{tmp / 'audit.db'}", extra_toml)
             command = [*serve, "--config", str(toml), "--workers", str(workers)]
         log = tmp / "responder.log"
         with log.open("wb") as stderr:
             proc = subprocess.Popen(command, stderr=stderr)
             try:
-                yield Stack(server.url, server, proc, keys, log)
+                yield Stack(url, server, proc, keys, log)
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)

@@ -32,8 +32,18 @@ class Credential:
     token: str = ""
     # aws_iam: (sts_url, region, gateway_id, access key, secret, session token)
     aws: tuple[str, str, str, str, str, str] | None = None
+    ca_file: str = ""  # connect over TLS, trusting this CA (one context per process)
 
     def options(self) -> Callable[[], dict[str, Any]]:
+        plain = self._plain_options()
+        if not self.ca_file:
+            return plain
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.ca_file)
+        return lambda: {**plain(), "tls": context}
+
+    def _plain_options(self) -> Callable[[], dict[str, Any]]:
         if self.kind == "password":
             return lambda: {"user": self.user, "password": self.password}
         if self.kind == "token":

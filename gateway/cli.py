@@ -29,6 +29,7 @@ from gateway.natsconf import (
     CalloutServerConfig,
     ClusterNode,
     LeafRemote,
+    ServerTls,
     merge_instructions,
     render_callout_config,
     render_cluster_block,
@@ -50,7 +51,7 @@ worker's OIDC token or AWS IAM proof against the policies, answers with a user J
 limited to that task, and records every decision in an audit log.
 
 commands:
-  nats-gateway dev [--state-dir DIR] [--api-port N] [--no-xkey]
+  nats-gateway dev [--state-dir DIR] [--api-port N] [--no-xkey] [--tls]
                                          everything on this machine, to try it out
   nats-gateway dev token --dag D --task T [--run R]
                                          print a credential envelope from the dev issuer
@@ -59,6 +60,7 @@ commands:
   nats-gateway keys generate --out DIR [--operator [--accounts A,B]]
                                          create the gateway's keys
   nats-gateway nats-config --config FILE [--mode full|merge] [--listen HOST:PORT]
+                           [--tls-cert F --tls-key F [--tls-ca F --tls-verify]]
                                          the nats-server config that trusts those keys
   nats-gateway serve --config FILE [--workers N]
                                          run the gateway
@@ -123,6 +125,18 @@ def _parser() -> argparse.ArgumentParser:
                              help="merge mode: a user of your existing config that keeps "
                                   "its static credentials instead of going through the "
                                   "callout (listed in auth_users; repeatable)")
+    nats_config.add_argument("--tls-cert", type=Path, metavar="FILE",
+                             help="full mode: serve the client port over TLS with this "
+                                  "certificate (PEM, with its chain)")
+    nats_config.add_argument("--tls-key", type=Path, metavar="FILE",
+                             help="the certificate's key (with --tls-cert)")
+    nats_config.add_argument("--tls-ca", type=Path, metavar="FILE",
+                             help="CA bundle nats-server checks client certificates "
+                                  "against (with --tls-verify)")
+    nats_config.add_argument("--tls-verify", action="store_true",
+                             help="require a client certificate signed by --tls-ca from "
+                                  "every client (mutual TLS; the gateway then needs "
+                                  "nats.tls.cert_file)")
     nats_config.add_argument("--out", type=Path,
                              help="merge and operator mode: directory to write the files "
                                   "into (operator: nats-server.conf, gateway.jwt, "
@@ -147,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="nats-server's port (default: any free port)")
     dev.add_argument("--no-xkey", action="store_true",
                      help="do not encrypt callout requests (xkey is on by default)")
+    dev.add_argument("--tls", action="store_true",
+                     help="TLS on nats-server and the audit API, with a CA made in the "
+                          "state dir (STATE_DIR/tls/ca.pem); off by default")
     dev_commands = dev.add_subparsers(dest="dev_command")
     token = dev_commands.add_parser("token", help="print a credential envelope")
     token.add_argument("--dag", required=True, help="the DAG id to ask for")
@@ -254,8 +271,29 @@ def _callout_server_config(args: argparse.Namespace, settings: GatewaySettings, 
         target_account=settings.nats.target_account, auth_account=settings.nats.auth_account,
         xkey=xkey.public_key if xkey else None, host=host, port=port,
         auth_timeout_seconds=settings.nats.auth_timeout_seconds, http_port=args.monitor_port,
-        static_users=tuple(args.keep_user),
+        static_users=tuple(args.keep_user), tls=_server_tls(args),
     )
+
+
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    """The client port's TLS from --tls-* (absolute paths: nats-server resolves relative
+    ones against its working directory, not the config's)."""
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_ca is not None or args.tls_verify:
+            raise ConfigError("--tls-ca and --tls-verify need --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if args.mode == "merge":
+        raise ConfigError("--tls-* is for --mode full: add a `tls { }` block to your "
+                          "existing config yourself (docs/operations.md)")
+    ca = str(args.tls_ca.resolve()) if args.tls_ca is not None else None
+    try:
+        return ServerTls(cert_file=str(args.tls_cert.resolve()),
+                         key_file=str(args.tls_key.resolve()), ca_file=ca,
+                         verify=args.tls_verify)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}: pass --tls-ca") from None
 
 
 def _write_merge_files(cfg: CalloutServerConfig, out: Path | None) -> int:
@@ -276,6 +314,9 @@ def _nats_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     host, port = _listen_address(args.listen, settings.nats.url)
     topology = _topology_blocks(args)
+    if settings.nats.mode == "operator" and (args.tls_cert or args.tls_key):
+        raise ConfigError("--tls-* is for config mode: add a `tls { }` block to the "
+                          "operator-mode server config yourself (docs/operations.md)")
     if settings.nats.mode == "operator":
         from gateway.operator_setup import write_operator_files
 
@@ -293,6 +334,9 @@ def _nats_config(args: argparse.Namespace) -> int:
               f"(nats.user_jwt_file), {files.worker_creds} (workers' sentinel, mode 0600)")
         return 0
     cfg = _callout_server_config(args, settings, host, port)
+    if settings.nats.tls_enabled and cfg.tls is None and args.mode == "full":
+        raise ConfigError("the gateway connects with tls (nats.url or [nats.tls]): pass "
+                          "--tls-cert and --tls-key so that the server speaks it")
     if args.mode == "merge":
         return _write_merge_files(cfg, args.out)
     print(render_callout_config(cfg))
@@ -385,7 +429,7 @@ def _dev(args: argparse.Namespace) -> int:
 
     env = DevEnvironment(state_dir=args.state_dir, policy_dir=args.policy_dir,
                          api_port=args.api_port, xkey=not args.no_xkey, host=args.host,
-                         nats_port=args.nats_port)
+                         nats_port=args.nats_port, tls=args.tls)
     settings = env.start()
     try:
         banner = _dev_banner(env, settings)

@@ -30,9 +30,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.errors import ConfigError
 from gateway.identity.aws_sts import AwsIamSettings
 from gateway.identity.oidc_config import OidcIssuerConfig
+from gateway.tls import TlsFiles
 
-__all__ = ["ApiConsoleSettings", "ApiOidcSettings", "ApiSettings", "GatewaySettings",
-           "TrustedKeySettings", "check_environment", "load_settings"]
+__all__ = ["ApiConsoleSettings", "ApiOidcSettings", "ApiSettings", "ApiTlsSettings",
+           "GatewaySettings", "NatsTlsSettings", "TrustedKeySettings", "check_environment",
+           "load_settings"]
 
 
 class _Section(BaseModel):
@@ -50,8 +52,40 @@ class TargetAccount(_Section):
                                   "signing keys; user JWTs are signed with it")
 
 
+class NatsTlsSettings(_Section):
+    """TLS to nats-server: on when `nats.url` is `tls://` or any of these is set."""
+
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle (PEM) that signs nats-server's certificate; "
+                                  "default: the system's CA store")
+    cert_file: Path | None = Field(
+        default=None, description="client certificate (PEM) for servers that verify "
+                                  "clients (`tls { verify: true }`)")
+    key_file: Path | None = Field(
+        default=None, description="the client certificate's key (mode 0600); default: "
+                                  "in cert_file")
+    server_name: str | None = Field(
+        default=None, description="host name nats-server's certificate must name; "
+                                  "default: the URL's host")
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> NatsTlsSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("`key_file` needs `cert_file`")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return any(v is not None for v in (self.ca_file, self.cert_file, self.key_file,
+                                           self.server_name))
+
+    def files(self) -> TlsFiles:
+        return TlsFiles(self.ca_file, self.cert_file, self.key_file, self.server_name)
+
+
 class NatsSettings(_Section):
     url: str = "nats://127.0.0.1:4222"
+    tls: NatsTlsSettings = NatsTlsSettings()
     mode: Literal["config", "operator"] = Field(
         default="config", description="config: accounts in nats-server.conf; operator: "
                                       "decentralized JWT accounts")
@@ -86,6 +120,22 @@ class NatsSettings(_Section):
     @property
     def account_names(self) -> frozenset[str]:
         return frozenset({self.target_account, *self.accounts})
+
+    @property
+    def tls_enabled(self) -> bool:
+        """TLS on every connection to nats-server: a `tls://` URL or a `[nats.tls]` setting
+        (then a `nats://` URL is held to TLS too: a server not requiring it is refused)."""
+        return self.tls.configured or any(
+            part.strip().startswith("tls://") for part in self.url.split(","))
+
+    def tls_options(self) -> dict[str, Any]:
+        """nats-py connect options for TLS (none when TLS is off)."""
+        if not self.tls_enabled:
+            return {}
+        options: dict[str, Any] = {"tls": self.tls.files().context()}
+        if self.tls.server_name:
+            options["tls_hostname"] = self.tls.server_name
+        return options
 
 
 class KeySettings(_Section):
@@ -186,10 +236,35 @@ class ApiConsoleSettings(_Section):
         description="sessions held at once; the oldest ends when a sign-in needs room")
 
 
+class ApiTlsSettings(_Section):
+    """HTTPS for the audit API: on when cert_file is set."""
+
+    cert_file: Path | None = Field(default=None, description="server certificate (PEM), "
+                                                             "with its chain")
+    key_file: Path | None = Field(default=None, description="its key (mode 0600); default: "
+                                                            "in cert_file")
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> ApiTlsSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("`key_file` needs `cert_file`")
+        return self
+
+
 class ApiSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    tls: ApiTlsSettings = ApiTlsSettings()
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(), description="addresses (or CIDRs) of reverse proxies whose "
+                                "X-Forwarded-For and X-Forwarded-Proto are believed; none "
+                                "by default")
+    metrics_host: str = Field(default="127.0.0.1",
+                              description="address of the separate /metrics listener")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="serve /metrics on its own plain-HTTP listener (and not on the API)")
     admin_token_sha256: tuple[str, ...] = Field(
         default=(), description="hex SHA-256 of each admin bearer token")
     auditor_token_sha256: tuple[str, ...] = Field(
@@ -210,6 +285,9 @@ class ApiSettings(_Section):
 
 class OidcSettings(_Section):
     issuers: tuple[OidcIssuerConfig, ...] = ()
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle for every issuer without its own ca_file; "
+                                  "default: the public CAs (certifi)")
     identity_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
     token_cache_size: int = Field(
         default=10_000, ge=0,
@@ -254,6 +332,14 @@ class GatewaySettings(BaseSettings):
         def fix(path: Path) -> Path:
             return path if path.is_absolute() else (base / path).resolve()
 
+        def fix_optional(path: Path | None) -> Path | None:
+            return None if path is None else fix(path)
+
+        def fix_issuer(issuer: OidcIssuerConfig) -> OidcIssuerConfig:
+            if issuer.ca_file is None:
+                return issuer
+            return issuer.model_copy(update={"ca_file": fix(issuer.ca_file)})
+
         audit_url = self.audit.url
         prefix = "sqlite:///"
         if audit_url.startswith(prefix) and not audit_url.startswith(prefix + "/"):
@@ -263,6 +349,10 @@ class GatewaySettings(BaseSettings):
         anchor_dir = self.audit.anchor_dir
         return self.model_copy(update={
             "nats": self.nats.model_copy(update={
+                "tls": self.nats.tls.model_copy(update={
+                    "ca_file": fix_optional(self.nats.tls.ca_file),
+                    "cert_file": fix_optional(self.nats.tls.cert_file),
+                    "key_file": fix_optional(self.nats.tls.key_file)}),
                 "user_seed_file": fix(self.nats.user_seed_file),
                 "user_jwt_file": fix(self.nats.user_jwt_file) if self.nats.user_jwt_file
                 else None,
@@ -275,8 +365,16 @@ class GatewaySettings(BaseSettings):
                 "xkey_seed_file": fix(xkey) if xkey else None}),
             "policy": self.policy.model_copy(update={"dir": fix(self.policy.dir)}),
             "api": self.api.model_copy(update={
-                "admin_token_file": fix(self.api.admin_token_file)
-                if self.api.admin_token_file else None}),
+                "admin_token_file": fix_optional(self.api.admin_token_file),
+                "tls": self.api.tls.model_copy(update={
+                    "cert_file": fix_optional(self.api.tls.cert_file),
+                    "key_file": fix_optional(self.api.tls.key_file)}),
+                "oidc": self.api.oidc.model_copy(update={
+                    "issuer": fix_issuer(self.api.oidc.issuer)}) if self.api.oidc else None}),
+            "oidc": self.oidc.model_copy(update={
+                "ca_file": fix_optional(self.oidc.ca_file),
+                "issuers": tuple(fix_issuer(i) for i in self.oidc.issuers)}),
+            "aws": self.aws.model_copy(update={"ca_file": fix_optional(self.aws.ca_file)}),
             "audit": self.audit.model_copy(update={
                 "url": audit_url,
                 "checkpoint_key_file": fix(checkpoint_key) if checkpoint_key else None,

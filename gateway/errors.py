@@ -17,7 +17,8 @@ that nothing from a token, seed or signature leaks through ``str(exc)``.
     │   └── IdentityUnavailable   the identity provider could not be reached in time
     ├── PolicyDenied          no policy grants the requested scope to this identity
     ├── AuditUnavailable      the decision could not be recorded: fail closed
-    └── ConfigError           the gateway's own configuration or keys are unusable
+    ├── ConfigError           the gateway's own configuration or keys are unusable
+    └── TlsError              a TLS connection to nats-server could not be set up or verified
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "IdentityUnavailable",
     "PolicyDenied",
     "RequestError",
+    "TlsError",
 ]
 
 # Room for a quoted value and its context; the record's reason column keeps 200.
@@ -100,3 +102,15 @@ class ConfigError(GatewayError):
     """The gateway's configuration, keys or policy set cannot be used."""
 
     code = "config_error"
+
+
+class TlsError(GatewayError):
+    """A TLS connection to nats-server (the gateway's own, or a worker's) could not be set
+    up or verified: a certificate expired, signed by a CA that is not trusted or made out
+    to another host, a server that does not require TLS where TLS was asked for, or
+    certificate files that cannot be loaded. Raised by the first connect instead of
+    retrying: a wrong certificate does not fix itself. The description names the address
+    and the cause, never key material. (TLS failures towards an identity provider or STS
+    are :class:`IdentityUnavailable` with code ``identity_provider_tls``.)"""
+
+    code = "tls_failed"

@@ -12,7 +12,10 @@ accounts, ``system_account``) for a new server. ``render_merge_accounts`` and
 config has no block merge (a second ``accounts { }`` replaces the first, and with it the
 user's accounts and their JetStream settings), but ``include`` works inside a block, so
 the first piece is included *inside* the user's ``accounts { }`` and holds only the
-callout account, and the second is included at top level.
+callout account, and the second is included at top level. A whole config can also
+carry TLS for the client port (``ServerTls``: certificate, key, and with ``verify`` the
+CA of required client certificates); nats-server then refuses clients that do not
+speak TLS.
 
 Clusters and leaf nodes (``render_cluster_block``, ``render_leaf_remotes``) are separate
 blocks appended to a whole config: every node of a cluster carries the same callout block
@@ -28,14 +31,32 @@ import json
 from dataclasses import dataclass
 
 __all__ = ["MERGE_ACCOUNTS_FILE", "MERGE_AUTHORIZATION_FILE", "CalloutServerConfig",
-           "ClusterNode", "LeafRemote", "merge_instructions", "render_callout_config",
-           "render_cluster_block", "render_leaf_remotes", "render_merge_accounts",
-           "render_merge_authorization", "render_operator_config", "render_server_name",
-           "render_static_config"]
+           "ClusterNode", "LeafRemote", "ServerTls", "merge_instructions",
+           "render_callout_config", "render_cluster_block", "render_leaf_remotes",
+           "render_merge_accounts", "render_merge_authorization", "render_operator_config",
+           "render_server_name", "render_static_config"]
 
 DEFAULT_MAX_CONTROL_LINE = 32 * 1024
 MERGE_ACCOUNTS_FILE = "nats-gateway-accounts.conf"
 MERGE_AUTHORIZATION_FILE = "nats-gateway-authorization.conf"
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS on the client port: the server's certificate and key, and with ``verify`` the
+    CA whose client certificates it requires (mutual TLS)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str | None = None
+    verify: bool = False
+    # nats-server's default handshake timeout is 0.5 s; a reconnect storm on a busy host
+    # takes longer than that, and a timed-out handshake is one more retry per client.
+    timeout_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.verify and not self.ca_file:
+            raise ValueError("tls verify needs a ca file to check client certificates")
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,7 @@ class CalloutServerConfig:
     # Users of an existing config that keep their static credentials: with auth_callout
     # on, every user not in auth_users is sent to the callout.
     static_users: tuple[str, ...] = ()
+    tls: ServerTls | None = None  # TLS on the client port (full mode)
 
 
 def _q(value: str) -> str:
@@ -67,6 +89,16 @@ def _listen_lines(host: str, port: int, ports_file_dir: str | None) -> list[str]
     if ports_file_dir:
         lines.append(f"ports_file_dir: {_q(ports_file_dir)}")
     return lines
+
+
+def _tls_block(tls: ServerTls) -> str:
+    lines = [f"  cert_file: {_q(tls.cert_file)}", f"  key_file: {_q(tls.key_file)}"]
+    if tls.ca_file:
+        lines.append(f"  ca_file: {_q(tls.ca_file)}")
+    if tls.verify:
+        lines.append("  verify: true")
+    lines.append(f"  timeout: {tls.timeout_seconds}")
+    return "tls {\n" + "\n".join(lines) + "\n}"
 
 
 def _callout_account(cfg: CalloutServerConfig) -> str:
@@ -97,6 +129,8 @@ def render_callout_config(cfg: CalloutServerConfig) -> str:
         *_listen_lines(cfg.host, cfg.port, cfg.ports_file_dir),
         f"max_control_line: {cfg.max_control_line}",
     ]
+    if cfg.tls is not None:
+        lines.append(_tls_block(cfg.tls))
     if cfg.http_port is not None:
         lines.append(f"http: {_q(f'{cfg.host}:{cfg.http_port}')}")
     targets = "".join(f"\n  {name} {{ }}" for name in _target_accounts(cfg))

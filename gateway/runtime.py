@@ -15,9 +15,10 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
-import nats
 import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client
@@ -25,6 +26,7 @@ from nats.aio.client import Client
 from gateway.api.app import create_app
 from gateway.api.auth import ApiAuthenticator, token_digest
 from gateway.api.listen import listen_socket
+from gateway.api.metrics import create_metrics_app
 from gateway.audit.anchors import AnchorPublisher, AnchorSink, DirectoryAnchor, JetStreamAnchor
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.record import AuditRecord
@@ -41,11 +43,15 @@ from gateway.errors import ConfigError, CredentialError
 from gateway.identity.aws_sts import StsVerifier
 from gateway.identity.model import Identity
 from gateway.identity.oidc import OidcVerifier
+from gateway.identity.oidc_config import OidcIssuerConfig
 from gateway.metrics import Metrics, StateCollector
 from gateway.natsjwt.nkeys import CurveKeyPair, InvalidNkey, Prefix, SigningKeyPair
 from gateway.policy.cache import DecisionCache
 from gateway.policy.reload import PolicyHolder, watch_policies
 from gateway.supervisor import WORKER_ENV
+from gateway.tls import check_server_files
+from gateway.tls.http import HttpClients
+from gateway.tls.natsclient import TlsCheckedClient
 
 __all__ = ["Gateway", "GatewayKeys", "load_keys"]
 
@@ -124,16 +130,30 @@ def anchor_connect(settings: GatewaySettings,
     nats_settings = settings.nats
 
     async def connect() -> Client:
-        auth: dict[str, object] = (
+        auth: dict[str, Any] = (
             {"user_credentials": (str(nats_settings.user_jwt_file),
                                   str(nats_settings.user_seed_file))}
             if nats_settings.mode == "operator"
             else {"nkeys_seed_str": read_seed(nats_settings.user_seed_file, "nats user")})
-        return await nats.connect(url or nats_settings.url, name="nats-gateway-anchor",
-                                  connect_timeout=2, max_reconnect_attempts=2,
-                                  allow_reconnect=True, **auth)
+        client = TlsCheckedClient(trust=nats_trust(settings))
+        await client.connect(url or nats_settings.url, name="nats-gateway-anchor",
+                             connect_timeout=2, max_reconnect_attempts=2,
+                             allow_reconnect=True, **auth, **nats_settings.tls_options())
+        return client
 
     return connect
+
+
+def nats_trust(settings: GatewaySettings) -> str:
+    """What the NATS TLS context trusts, as TLS error messages name it."""
+    return settings.nats.tls.files().trust
+
+
+def oidc_issuers(issuers: Sequence[OidcIssuerConfig],
+                 default_ca: Path | None) -> tuple[OidcIssuerConfig, ...]:
+    """Each issuer with the CA bundle it is fetched with (its own, else `oidc.ca_file`)."""
+    return tuple(i if i.ca_file is not None or default_ca is None
+                 else i.model_copy(update={"ca_file": default_ca}) for i in issuers)
 
 
 def load_operator_accounts(settings: GatewaySettings) -> dict[str, AccountSigner]:
@@ -198,6 +218,32 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
+async def _serve_http(app: FastAPI, sock: socket.socket, cert_file: Path | None,
+                      key_file: Path | None, what: str, *,
+                      trusted_proxies: tuple[str, ...] = ()) -> tuple[uvicorn.Server,
+                                                                      asyncio.Task[None]]:
+    """Serve ``app`` on a bound socket (HTTPS when ``cert_file`` is set); returns once it
+    accepts connections, or raises what stopped it. Forwarded headers are believed only
+    from ``trusted_proxies``: uvicorn's default trusts 127.0.0.1, or whatever the
+    FORWARDED_ALLOW_IPS variable says, which no gateway setting would show."""
+    config = uvicorn.Config(app, log_level="warning", lifespan="off",
+                            ssl_certfile=cert_file, ssl_keyfile=key_file,
+                            proxy_headers=bool(trusted_proxies),
+                            forwarded_allow_ips=list(trusted_proxies) or None)
+    server = _ApiServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped it
+            raise ConfigError(f"{what} stopped at start")
+        await asyncio.sleep(0.02)
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if cert_file is not None else "http"
+    log.info("%s listening on %s://%s:%d", what, scheme,
+             f"[{host}]" if ":" in host else host, port)
+    return server, task
+
+
 class Gateway:
     """One gateway process: the callout service and the audit API on one event loop."""
 
@@ -220,10 +266,11 @@ class Gateway:
             checkpoint_interval_seconds=settings.audit.checkpoint_interval_seconds,
             on_commit=self._stream if settings.audit.stream_subject else None,
             on_checkpoint=self.anchors.submit if self.anchors is not None else None)
-        self._http = httpx.AsyncClient(follow_redirects=False)
-        self.oidc = OidcVerifier(settings.oidc.issuers, self._http,
-                                 token_cache_size=settings.oidc.token_cache_size)
-        self.aws = (StsVerifier(settings.aws, self._http, metrics=self.metrics)
+        self._http = HttpClients()
+        self.oidc = OidcVerifier(oidc_issuers(settings.oidc.issuers, settings.oidc.ca_file),
+                                 self._http_for, token_cache_size=settings.oidc.token_cache_size)
+        self.aws = (StsVerifier(settings.aws, self._http.for_ca(settings.aws.ca_file),
+                                metrics=self.metrics)
                     if settings.aws.enabled else None)
         self.handler = CalloutHandler(
             issuer=self.keys.issuer, xkey=self.keys.xkey,
@@ -245,12 +292,18 @@ class Gateway:
             metrics=self.metrics,
             shed_after_seconds=max(0.1, settings.nats.auth_timeout_seconds - COMMIT_BUDGET_SECONDS),
             user_credentials=(str(settings.nats.user_jwt_file), str(settings.nats.user_seed_file))
-            if settings.nats.mode == "operator" else None)
+            if settings.nats.mode == "operator" else None,
+            tls=settings.nats.tls_options(), tls_trust=nats_trust(settings))
         self.metrics.registry.register(StateCollector(self))
         self._api: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._metrics_api: uvicorn.Server | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+
+    def _http_for(self, issuer: OidcIssuerConfig) -> httpx.AsyncClient:
+        return self._http.for_ca(issuer.ca_file)
 
     def _stream(self, records: Sequence[AuditRecord]) -> None:
         """Called in the writer thread after a commit: hand the records to the loop."""
@@ -311,29 +364,38 @@ class Gateway:
         asyncio.get_running_loop().run_in_executor(None, self.policies.reload, "SIGHUP")
 
     async def _start_api(self) -> None:
+        """The audit API (HTTPS with `api.tls`), and /metrics on its own plain-HTTP
+        listener when `api.metrics_port` is set. Sockets are bound first: a taken port
+        ends the start here, before the gateway takes any auth request."""
         api = self.settings.api
-        sock = listen_socket(api.host, api.port)  # first: a taken port ends the start here
+        if api.tls.cert_file is not None:
+            check_server_files(api.tls.cert_file, api.tls.key_file, what="audit api")
+        sock = listen_socket(api.host, api.port)
+        metrics_sock = None
         try:
+            if api.metrics_port is not None:
+                metrics_sock = listen_socket(api.metrics_host, api.metrics_port,
+                                             what="metrics listener")
             app = await self._api_app()
         except BaseException:
             sock.close()
+            if metrics_sock is not None:
+                metrics_sock.close()
             raise
-        self._api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self._api_task = asyncio.create_task(self._api.serve(sockets=[sock]))
-        while not self._api.started:
-            if self._api_task.done():
-                self._api_task.result()  # raises what stopped it
-                raise ConfigError(f"audit api on `{api.host}:{api.port}` stopped at start")
-            await asyncio.sleep(0.02)
-        host, port = sock.getsockname()[:2]
-        log.info("audit api listening on http://%s:%d", f"[{host}]" if ":" in host else host,
-                 port)
+        self._api, self._api_task = await _serve_http(
+            app, sock, api.tls.cert_file, api.tls.key_file, "audit api",
+            trusted_proxies=api.trusted_proxies)
+        if metrics_sock is not None:
+            self._metrics_api, self._metrics_task = await _serve_http(
+                create_metrics_app(self.metrics.registry), metrics_sock, None, None,
+                "metrics listener")
 
     async def _api_app(self) -> FastAPI:
         api = self.settings.api
         api_verifier = None
         if api.oidc is not None:
-            api_verifier = OidcVerifier((api.oidc.issuer,), self._http)
+            api_verifier = OidcVerifier(
+                oidc_issuers((api.oidc.issuer,), self.settings.oidc.ca_file), self._http_for)
             await api_verifier.warm()
         admin_digests = api.admin_token_sha256
         if api.admin_token_file is not None:
@@ -342,7 +404,9 @@ class Gateway:
             admin_digests=admin_digests, auditor_digests=api.auditor_token_sha256,
             oidc=api.oidc, verifier=api_verifier)
         app = create_app(self.store, authenticator=authenticator, policies=self.policies,
-                         readiness=self.readiness, metrics=self.metrics.registry,
+                         readiness=self.readiness,
+                         # /metrics on the API unless it has a listener of its own
+                         metrics=self.metrics.registry if api.metrics_port is None else None,
                          oidc_issuers=self.settings.oidc.issuers,
                          checkpoint_signer=self.signer,
                          trusted_checkpoint_keys=trusted_checkpoint_keys(self.settings))
@@ -377,9 +441,11 @@ class Gateway:
             if task is not None:
                 task.cancel()
         await self.service.stop()
-        if self._api is not None and self._api_task is not None:
-            self._api.should_exit = True
-            await self._api_task
+        for server, task in ((self._api, self._api_task),
+                             (self._metrics_api, self._metrics_task)):
+            if server is not None and task is not None:
+                server.should_exit = True
+                await task
         await self._http.aclose()
         await asyncio.to_thread(self.writer.close)  # signs the final checkpoint
         if self.anchors is not None:

@@ -14,4 +14,10 @@ how the task proves its identity, one of:
 plus optionally ``"creds_file"`` (operator mode: the sentinel credentials) and
 ``"refusals": {"connect_attempts": 3, "give_up_after": 10, "backoff_cap_seconds": 30}``
 (how many refusals a connect takes before it fails; see docs/client.md).
+
+TLS (docs/operations.md): ``"tls_ca_file"`` (the CA of nats-server's certificate),
+``"tls_cert_file"`` and ``"tls_key_file"`` (a client certificate, where nats-server
+verifies clients), ``"tls_hostname"`` (the name to check, when it is not the host).
+Any of them makes the hook connect with ``tls://``; a certificate failure raises
+:class:`gateway.client.TlsError`.
 """

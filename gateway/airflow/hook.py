@@ -4,7 +4,9 @@ The scope requested is the running task's (from its context), or an explicit one
 triggers, which run outside any task. The client reconnects with a fresh credential
 whenever its grant expires (gateway.client.connect). A connect the gateway refuses
 raises :class:`gateway.client.GatewayRefused`, whose message says where the denial is
-recorded; nats errors are logged one line each (nats-py's default logs a traceback).
+recorded; a TLS failure (untrusted, expired or misnamed certificate) raises
+:class:`gateway.client.TlsError` naming the address and the cause; nats errors are
+logged one line each (nats-py's default logs a traceback).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from gateway.client import (
 
 __all__ = ["NatsGatewayHook"]
 
+_TLS_EXTRAS = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_hostname")
+
 
 class NatsGatewayHook(BaseHook):
     conn_name_attr = "nats_conn_id"
@@ -42,8 +46,17 @@ class NatsGatewayHook(BaseHook):
         return self.get_connection(self.nats_conn_id)
 
     def servers(self) -> str:
+        """``tls://`` when the connection has TLS extras, so the scheme says what the
+        client enforces (it refuses a server that does not require TLS either way)."""
         conn = self._connection()
-        return f"nats://{conn.host}:{conn.port or 4222}"
+        scheme = "tls" if self._tls_extras(conn.extra_dejson) else "nats"
+        return f"{scheme}://{conn.host}:{conn.port or 4222}"
+
+    @staticmethod
+    def _tls_extras(extra: dict[str, Any]) -> dict[str, Any]:
+        """``tls_ca_file``, ``tls_cert_file``, ``tls_key_file`` (paths on the worker) and
+        ``tls_hostname`` (the name the server's certificate must carry)."""
+        return {k: v for k, v in extra.items() if k in _TLS_EXTRAS and v}
 
     def credential_source(self) -> CredentialSource:
         conn = self._connection()
@@ -71,6 +84,8 @@ class NatsGatewayHook(BaseHook):
         options.setdefault("error_cb", self._log_nats_error)
         if extra.get("refusals"):
             options.setdefault("refusals", self._refusal_policy(extra["refusals"]))
+        for key, value in self._tls_extras(extra).items():
+            options.setdefault(key, value)
         return await connect(self.servers(), self.credential_source(), scope=scope,
                              **options)
 

@@ -14,14 +14,15 @@ from gateway.errors import ConfigError
 __all__ = ["listen_socket"]
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A bound TCP socket for ``host:port`` (port 0: any free port), ready for uvicorn."""
+def listen_socket(host: str, port: int, what: str = "audit api") -> socket.socket:
+    """A bound TCP socket for ``host:port`` (port 0: any free port), ready for uvicorn;
+    ``what`` names the listener in the error (the API, or its separate /metrics)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise _cannot_listen(host, port, exc) from exc
+        raise _cannot_listen(what, host, port, exc) from exc
     try:
         # As uvicorn does: a restart may bind while the last run's connections linger in
         # TIME_WAIT. A socket listening on the port still refuses the bind.
@@ -29,11 +30,11 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise _cannot_listen(host, port, exc) from exc
+        raise _cannot_listen(what, host, port, exc) from exc
     return sock
 
 
-def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+def _cannot_listen(what: str, host: str, port: int, exc: OSError) -> ConfigError:
     reason = (exc.strerror or str(exc)).lower()
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address
-    return ConfigError(f"audit api cannot listen on `{shown}:{port}`: {reason}")
+    return ConfigError(f"{what} cannot listen on `{shown}:{port}`: {reason}")

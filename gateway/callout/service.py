@@ -23,8 +23,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from gateway.callout.handler import CalloutHandler
+from gateway.errors import TlsError
 from gateway.metrics import Metrics
 from gateway.natsjwt.nkeys import Prefix, SigningKeyPair
+from gateway.tls.natsclient import TlsCheckedClient
 
 __all__ = ["AUTH_SUBJECT", "CalloutService", "shown_url"]
 
@@ -88,7 +90,11 @@ class CalloutService:
         queue_group: str = "nats-gateway", max_in_flight: int = 256,
         name: str = "nats-gateway", metrics: Metrics | None = None,
         user_credentials: tuple[str, str] | None = None, shed_after_seconds: float = 0.8,
+        tls: dict[str, Any] | None = None, tls_trust: str = "the system's ca store",
     ) -> None:
+        # nats-py TLS options (`tls` context, `tls_hostname`) and what the context trusts.
+        self._tls = tls or {}
+        self._tls_trust = tls_trust
         # Operator mode: (user JWT file, seed file); config mode: the nkey seed alone.
         self._credentials = user_credentials
         self._metrics = metrics
@@ -125,10 +131,12 @@ class CalloutService:
 
     async def start(self) -> None:
         """Connect, retrying until nats-server answers (cancel to give up: a signal during
-        the wait must still stop the process), then subscribe."""
+        the wait must still stop the process), then subscribe. A TLS failure (untrusted,
+        expired or misnamed certificate; a server without TLS when TLS is configured)
+        ends the wait with TlsError: retrying would not fix it."""
         auth: dict[str, Any] = (self._jwt_auth(self._credentials[0]) if self._credentials
                                 else {"nkeys_seed_str": self._seed})
-        self._nc = Client()
+        self._nc = TlsCheckedClient(trust=self._tls_trust)
         self._waiting = True
         try:
             # nats-py annotates the wait as int but sleeps for it: half a second is fine.
@@ -136,9 +144,9 @@ class CalloutService:
                 self._url, name=self._name, **auth,
                 max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
                 error_cb=self._on_error, disconnected_cb=self._on_disconnect,
-                reconnected_cb=self._on_reconnect,
+                reconnected_cb=self._on_reconnect, **self._tls,
             )
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, TlsError):
             await self._abandon()
             raise
         self._waiting = False

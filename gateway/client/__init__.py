@@ -19,6 +19,7 @@ from gateway.client.sources import (
 )
 from gateway.client.subjects import render_subject, task_subject
 from gateway.envelope import Scope
+from gateway.errors import TlsError
 
 __all__ = [
     "AwsIamCredentials",
@@ -29,6 +30,7 @@ __all__ = [
     "OidcTokenFile",
     "RefusalPolicy",
     "Scope",
+    "TlsError",
     "aws_iam_envelope",
     "aws_iam_proof",
     "connect",

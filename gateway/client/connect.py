@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from nats import errors
@@ -41,6 +42,8 @@ from gateway.client.refusal import (
 )
 from gateway.client.sources import CredentialSource
 from gateway.envelope import Scope, build_envelope
+from gateway.tls.context import TlsFiles
+from gateway.tls.natsclient import TlsCheckedClient
 
 __all__ = ["connect"]
 
@@ -54,9 +57,9 @@ class _GaveUp(GatewayRefused, errors.NoServersError):
     it stores it as ``last_error`` and closes the client, running the closed callback."""
 
 
-class _GatewayClient(Client):
-    def __init__(self, scope: Scope, refusals: RefusalPolicy) -> None:
-        super().__init__()
+class _GatewayClient(TlsCheckedClient):
+    def __init__(self, scope: Scope, refusals: RefusalPolicy, *, trust: str) -> None:
+        super().__init__(trust=trust)
         self._scope = scope
         self._refusals = refusals
         self._refused = 0  # refusals since the last accepted CONNECT
@@ -136,7 +139,8 @@ async def _refresh_forever(source: CredentialSource, interval: float) -> None:
 async def connect(servers: str | list[str], source: CredentialSource, *,
                   scope: Scope | None = None, context: Mapping[str, Any] | None = None,
                   refresh_seconds: float = 60.0, refusals: RefusalPolicy | None = None,
-                  **options: Any) -> Client:
+                  tls_ca_file: str | Path | None = None, tls_cert_file: str | Path | None = None,
+                  tls_key_file: str | Path | None = None, **options: Any) -> Client:
     """Connect through the gateway as ``scope`` (default: from Airflow's task context).
 
     ``options`` go to ``nats.aio.client.Client.connect``; reconnecting forever is the
@@ -145,8 +149,19 @@ async def connect(servers: str | list[str], source: CredentialSource, *,
     the gateway's refusals cost (:class:`RefusalPolicy`): the first connect raises
     :class:`GatewayRefused`; later, the client gives up, reports it to ``error_cb`` and
     closes.
+
+    TLS: a ``tls://`` URL, or any ``tls_*`` file, connects over TLS, verifying the
+    server's certificate against ``tls_ca_file`` (default: the system's CA store) and its
+    host name (``tls_hostname`` to check another name); ``tls_cert_file`` and
+    ``tls_key_file`` present a client certificate (mutual TLS). A server that does not
+    require TLS is then refused, and a certificate failure raises :class:`TlsError`
+    naming the address and the cause, instead of nats-py retrying it forever.
     """
     requested = scope or scope_from_airflow(context)
+    files = TlsFiles(ca_file=_path(tls_ca_file), cert_file=_path(tls_cert_file),
+                     key_file=_path(tls_key_file))
+    if files.ca_file or files.cert_file:
+        options.setdefault("tls", files.context())
     await source.refresh()
 
     def envelope() -> str:
@@ -160,7 +175,7 @@ async def connect(servers: str | list[str], source: CredentialSource, *,
         if user_closed is not None:
             await user_closed()
 
-    client = _GatewayClient(requested, refusals or RefusalPolicy())
+    client = _GatewayClient(requested, refusals or RefusalPolicy(), trust=files.trust)
     options.setdefault("max_reconnect_attempts", -1)
     options.setdefault("reconnect_time_wait", 0.5)
     options.setdefault("reconnect_to_server_handler", client.choose_server)
@@ -177,6 +192,10 @@ async def connect(servers: str | list[str], source: CredentialSource, *,
         await _abandon(client, refresher)
         raise
     return client
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None or value == "" else Path(value)
 
 
 async def _abandon(client: Client, refresher: asyncio.Task[None]) -> None:

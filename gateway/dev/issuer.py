@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -89,8 +90,10 @@ class DevIssuer:
         client_id: str = "airflow-worker",
         client_secret: str | None = None,
         public_url: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._host, self._port = host, port
+        self._tls = tls  # a server context: serve https (the issuer URL names `localhost`)
         self._public_url = public_url.rstrip("/") if public_url else None
         self.algorithm = _checked_algorithm(algorithm)
         self.client_id = client_id
@@ -117,7 +120,13 @@ class DevIssuer:
         server = _Server((self._host, self._port), _handler_for(self))
         port = server.server_address[1]
         host = f"[{self._host}]" if ":" in self._host else self._host
-        self._url = self._public_url or f"http://{host}:{port}"
+        scheme = "http"
+        if self._tls is not None:
+            # The handshake runs at the handler thread's first read, not in accept().
+            server.socket = self._tls.wrap_socket(server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
+            scheme, host = "https", "localhost"
+        self._url = self._public_url or f"{scheme}://{host}:{port}"
         # stop() waits up to one poll interval; the default 0.5 s adds up over a test suite.
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,

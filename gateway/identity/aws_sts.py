@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element
@@ -37,6 +38,7 @@ from gateway.identity.model import Identity, fingerprint
 from gateway.identity.oidc_config import is_loopback_url
 from gateway.identity.replay import ReplayCache
 from gateway.metrics import Metrics
+from gateway.tls.failures import describe_tls_failure, tls_failure_in
 
 __all__ = ["AwsIamSettings", "StsVerifier"]
 
@@ -56,6 +58,9 @@ class AwsIamSettings(BaseModel):
     gateway_id: str = Field(default="", description="required X-Nats-Gateway-Id value")
     allowed_accounts: tuple[str, ...] = Field(default=(), description="12-digit account ids")
     timeout_seconds: float = Field(default=0.8, gt=0, le=10)
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle (PEM) for sts_endpoint (a VPC endpoint "
+                                  "behind a TLS-inspecting proxy); default: the public CAs")
     max_identity_seconds: int = Field(default=3600, gt=0, le=43_200)
     replay_cache_size: int = Field(default=100_000, gt=0)
     max_clock_skew_seconds: int = Field(
@@ -210,6 +215,13 @@ class StsVerifier:
         except httpx.TimeoutException:
             raise IdentityUnavailable("sts did not answer in time", code="sts_timeout") from None
         except httpx.HTTPError as exc:
+            failure = tls_failure_in(exc)
+            if failure is not None:
+                trust = f"`{settings.ca_file}`" if settings.ca_file else "the public ca bundle"
+                cause = describe_tls_failure(failure, host=urlsplit(settings.sts_endpoint)
+                                             .hostname or "", trust=trust)
+                raise IdentityUnavailable(f"tls to `{settings.sts_endpoint}` failed: {cause}",
+                                          code="identity_provider_tls") from None
             raise IdentityUnavailable(f"sts is unreachable ({type(exc).__name__})",
                                       code="sts_unreachable") from None
         if response.status_code in (400, 403):

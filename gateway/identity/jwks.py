@@ -20,13 +20,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from authlib.oidc.discovery import get_well_known_url
 
 from gateway.errors import IdentityError, IdentityUnavailable
 from gateway.identity.oidc_config import OidcIssuerConfig, is_loopback_url
+from gateway.tls.failures import describe_tls_failure, tls_failure_in
 
 __all__ = ["MAX_DOCUMENT_BYTES", "JwksCache"]
 
@@ -158,8 +161,7 @@ class JwksCache:
             ) as response:
                 body = await _read_bounded(response)
         except httpx.HTTPError as exc:
-            raise IdentityUnavailable(f"cannot reach `{url}`: {type(exc).__name__}",
-                                      code="idp_unreachable") from exc
+            raise _unreachable(url, exc, self._config.ca_file) from exc
         if response.status_code != 200:
             raise IdentityUnavailable(f"`{url}` answered {response.status_code}",
                                       code="idp_unreachable")
@@ -172,6 +174,20 @@ class JwksCache:
             raise IdentityUnavailable(f"`{url}` did not return a json object",
                                       code="idp_unreachable")
         return document
+
+
+def _unreachable(url: str, exc: httpx.HTTPError, ca_file: Path | None) -> IdentityUnavailable:
+    """A failed fetch; a certificate failure says why, under its own code, so that the
+    audit record and the log tell a TLS misconfiguration from an outage."""
+    failure = tls_failure_in(exc)
+    if failure is None:
+        return IdentityUnavailable(f"cannot reach `{url}`: {type(exc).__name__}",
+                                   code="idp_unreachable")
+    host = urlsplit(url).hostname or url
+    trust = f"`{ca_file}`" if ca_file else "the public ca bundle"
+    return IdentityUnavailable(
+        f"tls to `{url}` failed: {describe_tls_failure(failure, host=host, trust=trust)}",
+        code="identity_provider_tls")
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:

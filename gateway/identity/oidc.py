@@ -139,11 +139,15 @@ class OidcVerifier:
     """Verifies OIDC tokens against the configured issuers; owns one JWKS cache each."""
 
     def __init__(
-        self, issuers: Sequence[OidcIssuerConfig], http: httpx.AsyncClient, *,
+        self, issuers: Sequence[OidcIssuerConfig],
+        http: httpx.AsyncClient | Callable[[OidcIssuerConfig], httpx.AsyncClient], *,
         clock: Callable[[], float] = time.time, token_cache_size: int = 10_000,
     ) -> None:
+        # One client for all, or one per issuer (an issuer's own CA bundle: tls/http.py).
+        client_for = http if callable(http) else (lambda _config: http)
         self._configs = {config.issuer: config for config in issuers}
-        self._caches = {config.issuer: JwksCache(config, http) for config in issuers}
+        self._caches = {config.issuer: JwksCache(config, client_for(config))
+                        for config in issuers}
         self._clock = clock
         self.tokens = TokenCache(token_cache_size)
 

@@ -8,6 +8,7 @@ leeway and the longest lifetime a token may claim.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -44,6 +45,9 @@ class OidcIssuerConfig(BaseModel):
     jwks_refresh_seconds: float = Field(default=300.0, gt=0)
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
     http_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle (PEM) for this issuer's https endpoints; "
+                                  "default: `oidc.ca_file`, else the public CAs (certifi)")
     allow_plain_http: bool = Field(
         default=False, description="accept http:// off loopback: sample stacks only (the "
                                    "compose file's sample issuer); never for a real IdP")

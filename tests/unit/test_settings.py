@@ -91,10 +91,24 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "oidc.issuers[].jwks_refetch_cooldown_seconds": (5, 10),
     "oidc.issuers[].http_timeout_seconds": (0.5, 2.0),
     "oidc.issuers[].allow_plain_http": (True, False),
+    "oidc.issuers[].ca_file": ("idp-f.pem", "idp-e.pem"),
+    "nats.tls.ca_file": ("ca-f.pem", "ca-e.pem"),
+    "nats.tls.cert_file": ("gw-f.pem", "gw-e.pem"),
+    "nats.tls.key_file": ("gw-f.key", "gw-e.key"),
+    "nats.tls.server_name": ("nats-f.example", "nats-e.example"),
+    "api.tls.cert_file": ("api-f.pem", "api-e.pem"),
+    "api.tls.key_file": ("api-f.key", "api-e.key"),
+    "api.metrics_host": ("127.0.0.4", "127.0.0.5"),
+    "api.trusted_proxies": (["10.0.0.5"], ["10.0.0.0/24"]),
+    "api.metrics_port": (9100, 9101),
+    "oidc.ca_file": ("oidc-f.pem", "oidc-e.pem"),
+    "aws.ca_file": ("sts-f.pem", "sts-e.pem"),
 }
 PATHS = {"nats.user_jwt_file", "nats.user_seed_file", "keys.issuer_seed_file",
          "keys.xkey_seed_file", "policy.dir", "audit.checkpoint_key_file",
-         "audit.anchor_dir", "api.admin_token_file"}
+         "audit.anchor_dir", "api.admin_token_file", "oidc.issuers[].ca_file",
+         "nats.tls.ca_file", "nats.tls.cert_file", "nats.tls.key_file", "api.tls.cert_file",
+         "api.tls.key_file", "oidc.ca_file", "aws.ca_file"}
 
 
 def _documented() -> set[str]:
@@ -165,6 +179,8 @@ def _place(data: dict[str, Any], key: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
+    if key.endswith(".tls.key_file"):
+        node.setdefault("cert_file", "sibling.pem")  # a key without its certificate is refused
     if key.startswith("api.oidc.") and key != "api.oidc.issuer":
         data["api"]["oidc"].setdefault("issuer", ISSUER_A)
 
