@@ -20,6 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.errors import ConfigError
+from gateway.policy.index import PolicyIndex
 from gateway.policy.model import Policy, PolicyFile
 from gateway.untrusted import safe_text
 
@@ -53,6 +54,12 @@ class PolicySet:
     subject_sources: Mapping[SubjectKey, str] = field(default_factory=dict)
     """(policy id, direction, kind, index) -> ``file:line`` of that subject template, so
     lint can point at the very line."""
+    index: PolicyIndex = field(init=False, repr=False, compare=False)
+    """candidate policies by issuer and subject prefix (index.py); built here, where the
+    set is made (off the event loop), never during a decision"""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", PolicyIndex(self.policies))
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:
