@@ -76,9 +76,13 @@ class PolicyIndex:
     """Candidate policies for an identity, in policy-set order. Built off the event loop,
     when a set is loaded; read-only afterwards, so decisions share it without locks."""
 
-    def __init__(self, policies: Sequence[Policy]) -> None:
+    def __init__(self, policies: Sequence[Policy],
+                 fingerprints: Sequence[str] | None = None) -> None:
         self._policies = tuple(policies)
-        self.fingerprints = tuple(fingerprint(p) for p in self._policies)
+        self.fingerprints = tuple(fingerprints if fingerprints is not None
+                                  else (fingerprint(p) for p in self._policies))
+        if len(self.fingerprints) != len(self._policies):
+            raise ValueError("one fingerprint per policy")
         self._oidc: dict[str, _PrefixBucket] = {}
         self._aws: dict[str, _PrefixBucket] = {}
         for position, policy in enumerate(self._policies):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,14 @@ class PolicySet:
     subject_sources: Mapping[SubjectKey, str] = field(default_factory=dict)
     """(policy id, direction, kind, index) -> ``file:line`` of that subject template, so
     lint can point at the very line."""
+    fingerprints: InitVar[Sequence[str] | None] = None
+    """each policy's content digest, when its loader computed them already"""
     index: PolicyIndex = field(init=False, repr=False, compare=False)
     """candidate policies by issuer and subject prefix (index.py); built here, where the
     set is made (off the event loop), never during a decision"""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "index", PolicyIndex(self.policies))
+    def __post_init__(self, fingerprints: Sequence[str] | None) -> None:
+        object.__setattr__(self, "index", PolicyIndex(self.policies, fingerprints))
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:
