@@ -40,6 +40,7 @@ __all__ = [
     "decision_from",
     "evaluate",
     "matching",
+    "matching_unindexed",
     "rendered_jetstream",
     "rendered_subjects",
     "shape_of",
@@ -330,10 +331,20 @@ def _decision(policy_set: PolicySet, matched: Sequence[Policy], identity: Identi
                          identity, now)
 
 
-def matching(policy_set: PolicySet, identity: Identity, scope: Scope) -> list[Policy]:
-    """The policies that match, without explanations (the live decision's scan)."""
-    return [policy for policy in policy_set.policies
+def _matched(policies: Iterable[Policy], identity: Identity, scope: Scope) -> list[Policy]:
+    return [policy for policy in policies
             if _policy_result(policy, "", identity, scope, explain=False).matched]
+
+
+def matching(policy_set: PolicySet, identity: Identity, scope: Scope) -> list[Policy]:
+    """The policies that match, in set order (the live decision's scan): only the
+    index's candidates are checked, each by the full matcher."""
+    return _matched(policy_set.index.candidates(identity), identity, scope)
+
+
+def matching_unindexed(policy_set: PolicySet, identity: Identity, scope: Scope) -> list[Policy]:
+    """The reference :func:`matching` must equal: every policy through the matcher."""
+    return _matched(policy_set.policies, identity, scope)
 
 
 def evaluate(policy_set: PolicySet, identity: Identity, scope: Scope,

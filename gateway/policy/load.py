@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.errors import ConfigError
+from gateway.policy.index import PolicyIndex
 from gateway.policy.model import Policy, PolicyFile
 from gateway.untrusted import safe_text
 
@@ -53,6 +54,14 @@ class PolicySet:
     subject_sources: Mapping[SubjectKey, str] = field(default_factory=dict)
     """(policy id, direction, kind, index) -> ``file:line`` of that subject template, so
     lint can point at the very line."""
+    fingerprints: InitVar[Sequence[str] | None] = None
+    """each policy's content digest, when its loader computed them already"""
+    index: PolicyIndex = field(init=False, repr=False, compare=False)
+    """candidate policies by issuer and subject prefix (index.py); built here, where the
+    set is made (off the event loop), never during a decision"""
+
+    def __post_init__(self, fingerprints: Sequence[str] | None) -> None:
+        object.__setattr__(self, "index", PolicyIndex(self.policies, fingerprints))
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:
@@ -166,10 +175,38 @@ class _Parsed:
     subjects: dict[SubjectKey, str] = field(default_factory=dict)
 
 
+# libyaml when PyYAML was built with it: about 5x faster than the pure-Python parser and
+# the same safe constructor. Its nodes carry the same marks, so lines stay accurate.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _construct(text: str, node: yaml.Node | None) -> Any:
+    """What ``safe_load`` returns, built from ``node`` when that is safe. Merge keys
+    (`<<`, or a `!!merge` tag) are flattened into the tree they are built from, which would
+    change the duplicate-key check and the error lines: such text is composed afresh."""
+    if "<<" in text or "merge" in text:
+        node = _compose(text)
+    if node is None:
+        return None
+    loader = _Loader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _parse_policy_text(text: str, name: str) -> _Parsed:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data: Any = yaml.safe_load(text)
+        node = _compose(text)
+        data = _construct(text, node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1

@@ -15,7 +15,8 @@ from gateway.envelope import Scope
 from gateway.identity.model import Identity
 from gateway.policy.model import AwsIamMatch, OidcMatch, Policy, ScopeRule
 
-__all__ = ["MISSING", "identity_mismatches", "resolve_pointer", "scope_mismatches"]
+__all__ = ["MISSING", "iam_account", "iam_role", "identity_mismatches", "oidc_issuers",
+           "resolve_pointer", "scope_mismatches"]
 
 MISSING: Any = object()
 
@@ -46,8 +47,23 @@ def _audiences(claims: Mapping[str, Any]) -> list[str]:
     return [aud] if isinstance(aud, str) else [a for a in aud or [] if isinstance(a, str)]
 
 
+# The values the matcher compares, read in one place so the index (index.py) looks up
+# exactly what the matcher checks.
+def oidc_issuers(identity: Identity) -> frozenset[str]:
+    """The names an OIDC ``match.issuer`` may equal: the issuer URL or configured name."""
+    return frozenset((identity.issuer, identity.issuer_name)) - {""}
+
+
+def iam_account(identity: Identity) -> Any:
+    return identity.claims.get("account")
+
+
+def iam_role(identity: Identity) -> str:
+    return str(identity.claims.get("role_arn", ""))
+
+
 def _oidc_mismatches(match: OidcMatch, identity: Identity) -> Iterator[str]:
-    if match.issuer not in {identity.issuer, identity.issuer_name} - {""}:
+    if match.issuer not in oidc_issuers(identity):
         yield f"issuer `{identity.issuer_name or identity.issuer}` is not `{match.issuer}`"
     if not fnmatchcase(identity.subject, match.subject):
         yield f"subject `{identity.subject}` does not match `{match.subject}`"
@@ -63,9 +79,9 @@ def _oidc_mismatches(match: OidcMatch, identity: Identity) -> Iterator[str]:
 
 def _iam_mismatches(match: AwsIamMatch, identity: Identity) -> Iterator[str]:
     claims = identity.claims
-    if claims.get("account") != match.account:
-        yield f"account `{claims.get('account')}` is not `{match.account}`"
-    if not fnmatchcase(str(claims.get("role_arn", "")), match.role):
+    if iam_account(identity) != match.account:
+        yield f"account `{iam_account(identity)}` is not `{match.account}`"
+    if not fnmatchcase(iam_role(identity), match.role):
         yield f"role `{claims.get('role_arn')}` does not match `{match.role}`"
     if not fnmatchcase(str(claims.get("session_name", "")), match.session):
         yield f"session `{claims.get('session_name')}` does not match `{match.session}`"

@@ -5,6 +5,10 @@ in :meth:`PolicyHolder.status` (shown on ``/readyz`` and ``GET /v1/policies``) u
 good set loads. Change detection polls a cheap stat signature of the directory (names,
 sizes, mtimes, inodes; symlinks followed, so Kubernetes ConfigMap swaps are seen) and only
 then reads the files; a set whose content hash is unchanged is not swapped.
+
+A reload loads in a child process (offload.py) by default: parsing and validation hold
+the GIL in long C calls, which from a thread of this process would stall the event loop.
+The first load, before the gateway serves, runs in this process.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.policy.load import PolicyLoadError, PolicySet, load_policy_dir
+from gateway.policy.offload import load_policy_dir_isolated
 
 __all__ = ["PolicyHolder", "watch_policies"]
 
@@ -53,9 +58,11 @@ class ReloadFailure:
 class PolicyHolder:
     """Holds the current good PolicySet; thread-safe (reloads run off the event loop)."""
 
-    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time,
+                 loader: Callable[[Path], PolicySet] = load_policy_dir_isolated) -> None:
         self._directory = directory
         self._clock = clock
+        self._loader = loader
         self._lock = threading.Lock()
         self._signature = _signature(directory)
         self._current = load_policy_dir(directory)  # a broken set at start is fatal
@@ -72,7 +79,7 @@ class PolicyHolder:
         with self._lock:
             self._signature = _signature(self._directory)
             try:
-                loaded = load_policy_dir(self._directory)
+                loaded = self._loader(self._directory)
             except PolicyLoadError as exc:
                 self._failures += 1
                 self._failure = ReloadFailure(tuple(exc.problems), self._clock(), trigger)

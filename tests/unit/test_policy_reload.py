@@ -4,13 +4,15 @@ set and stays visible until fixed."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from pathlib import Path
 
 import pytest
 
-from gateway.policy.load import PolicyLoadError
+from gateway.policy.load import PolicyLoadError, load_policy_dir
+from gateway.policy.offload import load_policy_dir_isolated
 from gateway.policy.reload import PolicyHolder, watch_policies
 
 GOOD = """\
@@ -117,3 +119,30 @@ def test_a_duplicate_key_edit_keeps_the_last_good_set(tmp_path: Path) -> None:
     assert holder.current() is good
     assert holder.status()["last_error"]["problems"] == [
         "p.yaml:7: duplicate key `match` (first at line 4)"]
+
+
+def test_the_child_process_loads_what_the_process_itself_loads(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(GOOD + GOOD.split("policies:\n")[1].replace("one", "two"))
+    isolated, local = load_policy_dir_isolated(tmp_path), load_policy_dir(tmp_path)
+    assert isolated == local  # policies, hash, files, sources, subject lines
+    assert isolated.index.fingerprints == local.index.fingerprints
+
+
+def test_the_child_process_reports_the_same_lines(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(GOOD.replace("scopes:", "scopez:") + "  - [\n")
+    with pytest.raises(PolicyLoadError) as isolated:
+        load_policy_dir_isolated(tmp_path)
+    with pytest.raises(PolicyLoadError) as local:
+        load_policy_dir(tmp_path)
+    assert isolated.value.problems == local.value.problems and local.value.problems
+
+
+def test_a_loader_that_never_finishes_keeps_the_last_good_set(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(GOOD)
+    holder = PolicyHolder(tmp_path, loader=functools.partial(load_policy_dir_isolated,
+                                                             timeout_seconds=1))
+    good = holder.current()
+    os.mkfifo(tmp_path / "q.yaml")  # reading it blocks the child forever: no writer
+    assert not holder.reload("test")
+    assert holder.current() is good and not holder.healthy
+    assert "took longer than 1 s" in holder.status()["last_error"]["problems"][0]
