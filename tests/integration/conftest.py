@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.audit.store import AuditStore
 from gateway.dev.natsserver import find_nats_server
+from tests.databases import audit_database
 from tests.integration.harness import Stack, build_stack
 
 
@@ -33,3 +35,15 @@ async def running(stack: Stack) -> AsyncIterator[Stack]:
     finally:
         assert stack.gateway is not None
         await stack.gateway.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
+    """A migrated audit store on each backend (PostgreSQL: a database of its own)."""
+    with audit_database(request.param, tmp_path) as url:
+        opened = AuditStore(url)
+        opened.migrate()
+        try:
+            yield opened
+        finally:
+            opened.close()

@@ -25,7 +25,6 @@ from gateway.audit.writer import AuditWriter
 from gateway.dev.natsserver import NatsServer
 from gateway.errors import ConfigError
 from gateway.natsjwt.nkeys import Prefix, SigningKeyPair
-from tests.databases import audit_database
 from tests.integration.tamper import INSTANCE, delete_checkpoints, record
 
 pytestmark = pytest.mark.integration
@@ -54,17 +53,6 @@ async def nc(server: NatsServer, user: SigningKeyPair) -> AsyncIterator[Client]:
     client = await nats.connect(server.url, nkeys_seed_str=user.seed)
     yield client
     await client.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
-    with audit_database(request.param, tmp_path) as url:
-        audit = AuditStore(url)
-        audit.migrate()
-        try:
-            yield audit
-        finally:
-            audit.close()
 
 
 def _anchor(server: NatsServer, user: SigningKeyPair, **options: object) -> JetStreamAnchor:

@@ -38,7 +38,6 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.store import MAX_CURSOR_SEQ, AuditStore, encode_cursor
 from gateway.audit.writer import AuditWriter
 from gateway.policy.reload import PolicyHolder
-from tests.databases import audit_database
 from tests.integration.harness import policy_yaml
 
 pytestmark = pytest.mark.integration
@@ -82,17 +81,6 @@ async def _write(store: AuditStore, records: list[AuditRecord]) -> None:
             await writer.write(record)
     finally:
         writer.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
-    with audit_database(request.param, tmp_path) as url:
-        audit = AuditStore(url)
-        audit.migrate()
-        try:
-            yield audit
-        finally:
-            audit.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,17 +57,6 @@ TABLE = {
     "replace_database": (False, True, True),
 }
 SETUPS = ("no_key", "key", "key_and_anchor")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
-    with audit_database(request.param, tmp_path) as url:
-        audit = AuditStore(url)
-        audit.migrate()
-        try:
-            yield audit
-        finally:
-            audit.close()
 
 
 async def _log(store: AuditStore, setup: str, tmp_path: Path) -> Log:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +20,6 @@ from gateway.audit.store import AuditStore, DecisionQuery
 from gateway.audit.verify import verify_store
 from gateway.audit.writer import LATE_MARK, AuditWriter
 from gateway.errors import AuditUnavailable
-from tests.databases import audit_database
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +32,6 @@ def record(decision_id: str, decision: str = "grant", **fields: object) -> Audit
                        reason="test", gateway_instance=INSTANCE, latency_ms=1.0,
                        identity_fingerprint="sha256:" + "ab" * 32)
     return replace(base, **fields)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
-    with audit_database(request.param, tmp_path) as url:
-        opened = AuditStore(url)
-        opened.migrate()
-        try:
-            yield opened
-        finally:
-            opened.close()
 
 
 async def _settle(writer: AuditWriter, *records: AuditRecord,
