@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     nats_config.add_argument("--monitor-port", type=int, metavar="PORT",
                              help="also serve nats-server's monitoring endpoints "
                                   "(/healthz, /varz) on this port of the listen host")
+    nats_config.add_argument("--jetstream", metavar="STORE_DIR",
+                             help="full mode: enable JetStream, storing in STORE_DIR, for "
+                                  "the target account (streams of task events, docs/"
+                                  "policies.md \"JetStream\")")
     nats_config.add_argument("--keep-user", action="append", default=[], metavar="NAME",
                              help="merge mode: a user of your existing config that keeps "
                                   "its static credentials instead of going through the "
@@ -254,7 +258,7 @@ def _callout_server_config(args: argparse.Namespace, settings: GatewaySettings, 
         target_account=settings.nats.target_account, auth_account=settings.nats.auth_account,
         xkey=xkey.public_key if xkey else None, host=host, port=port,
         auth_timeout_seconds=settings.nats.auth_timeout_seconds, http_port=args.monitor_port,
-        static_users=tuple(args.keep_user),
+        static_users=tuple(args.keep_user), jetstream_store_dir=args.jetstream,
     )
 
 
@@ -276,6 +280,10 @@ def _nats_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     host, port = _listen_address(args.listen, settings.nats.url)
     topology = _topology_blocks(args)
+    if args.jetstream and (args.mode == "merge" or settings.nats.mode == "operator"):
+        raise ConfigError("--jetstream is for a whole config-mode server: merged configs "
+                          "keep their accounts' JetStream settings, operator mode sets it "
+                          "in account JWTs")
     if settings.nats.mode == "operator":
         from gateway.operator_setup import write_operator_files
 
