@@ -40,6 +40,7 @@ from gateway.client.refusal import (
     backoff_delay,
 )
 from gateway.client.sources import CredentialSource
+from gateway.client.subjects import inbox_prefix
 from gateway.envelope import Scope, build_envelope
 
 __all__ = ["connect"]
@@ -145,6 +146,11 @@ async def connect(servers: str | list[str], source: CredentialSource, *,
     the gateway's refusals cost (:class:`RefusalPolicy`): the first connect raises
     :class:`GatewayRefused`; later, the client gives up, reports it to ``error_cb`` and
     closes.
+
+    Replies (requests, JetStream PubAcks and pull deliveries) come to the scope's private
+    inbox ``_INBOX.<dag>.<task>`` (:func:`gateway.client.subjects.inbox_prefix`), the
+    only inbox a policy grants; pass ``inbox_prefix`` to override. Without the grant a
+    request's reply subscription is refused, as the default ``_INBOX.<nuid>`` would be.
     """
     requested = scope or scope_from_airflow(context)
     await source.refresh()
@@ -161,6 +167,7 @@ async def connect(servers: str | list[str], source: CredentialSource, *,
             await user_closed()
 
     client = _GatewayClient(requested, refusals or RefusalPolicy())
+    options.setdefault("inbox_prefix", inbox_prefix(requested))
     options.setdefault("max_reconnect_attempts", -1)
     options.setdefault("reconnect_time_wait", 0.5)
     options.setdefault("reconnect_to_server_handler", client.choose_server)
