@@ -1,0 +1,95 @@
+"""The Airflow provider's pure parts: message ids and lineage headers, the trigger
+event's payload, the `nats` asset URI scheme, and the provider registration (checked
+against Airflow's own provider_info schema)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+
+from gateway.airflow.assets import sanitize_uri
+from gateway.airflow.messages import event_payload, lineage_headers, message_id
+from gateway.airflow.provider import get_provider_info
+from gateway.envelope import Scope
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_message_id_is_the_same_for_every_try_and_differs_for_any_other_instance() -> None:
+    run = Scope("etl", "load", "manual__2026-01-01T00:00:00+00:00")
+    assert message_id(run) == message_id(run, -1)
+    others = {message_id(run, 0), message_id(Scope("etl", "load", "other")),
+              message_id(Scope("etl.load", "x", run.run_id)),
+              message_id(Scope("etl", "load.x", run.run_id))}
+    assert message_id(run) not in others and len(others) == 4
+    # ids are encoded whole tokens: `.` inside an id never splits it
+    assert message_id(Scope("a.b", "c", "r")) != message_id(Scope("a", "b.c", "r"))
+    with pytest.raises(ValueError, match="run id"):
+        message_id(Scope("etl", "load"))
+
+
+def test_lineage_headers_carry_the_producer_and_refuse_line_breaks() -> None:
+    headers = lineage_headers(Scope("etl", "load", "r1"), 2)
+    assert headers == {"Nats-Msg-Id": "etl.load.r1.2", "Airflow-Dag-Id": "etl",
+                       "Airflow-Task-Id": "load", "Airflow-Run-Id": "r1",
+                       "Airflow-Map-Index": "2"}
+    with pytest.raises(ValueError, match="line break"):
+        lineage_headers(Scope("etl", "load", "r\r\nX-Evil: 1"))
+
+
+@pytest.mark.parametrize(("data", "parsed"), [
+    (b'{"rows": 42}', {"rows": 42}), (b"[1, 2]", [1, 2]), (b"plain text", "plain text"),
+    (b"\xff\xfe", "\ufffd\ufffd"), (b"", "")])
+def test_the_event_payload_parses_json_and_keeps_other_data_as_text(
+        data: bytes, parsed: object) -> None:
+    payload = event_payload(subject="events.a.b.done", data=data,
+                            headers=lineage_headers(Scope("a", "b", "r")), stream="S",
+                            stream_seq=7, delivered=1)
+    assert payload["data"] == parsed
+    assert payload["producer"] == {"dag_id": "a", "task_id": "b", "run_id": "r",
+                                   "map_index": "-1"}
+    assert (payload["message_id"], payload["stream_seq"]) == ("a.b.r.-1", 7)
+    json.dumps(payload)  # Airflow stores it as JSON
+
+
+def test_an_event_without_headers_has_no_lineage() -> None:
+    payload = event_payload(subject="s", data=b"1", headers=None, stream="S", stream_seq=1,
+                            delivered=3)
+    assert (payload["producer"], payload["message_id"], payload["delivered"]) == ({}, None, 3)
+
+
+@pytest.mark.parametrize("uri", ["nats://events.etl.load.done", "nats://events.etl.>",
+                                 "nats://events.*.load"])
+def test_a_nats_asset_uri_is_kept_as_written(uri: str) -> None:
+    # Airflow hands the handler the URI with its empty path normalised to `/`.
+    parsed = urlsplit(uri)._replace(path="/")
+    assert sanitize_uri(parsed).geturl() == uri
+
+
+@pytest.mark.parametrize("uri", ["nats://events..x", "nats://a.b/path", "nats://a.b:4222",
+                                 "nats://u@a.b", "nats://a.>.b", "nats://a.b*", "nats://"])
+def test_what_is_not_a_subject_is_refused(uri: str) -> None:
+    with pytest.raises(ValueError):
+        sanitize_uri(urlsplit(uri))
+
+
+def test_the_provider_info_is_valid_for_airflow() -> None:
+    import airflow
+
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json")
+                        .read_text())
+    info = get_provider_info()
+    jsonschema.validate(info, schema)
+    [conn] = info["connection-types"]
+    assert conn["connection-type"] == "natsgateway"  # no `_` (RFC 3986 scheme)
+    assert info["asset-uris"][0]["schemes"] == ["nats"]
+
+
+def test_the_entry_point_names_the_provider_info() -> None:
+    text = (ROOT / "pyproject.toml").read_text()
+    assert ('[project.entry-points.apache_airflow_provider]\n'
+            'provider_info = "gateway.airflow.provider:get_provider_info"') in text
