@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import SplitResult
 
-__all__ = ["create_asset", "sanitize_uri"]
+__all__ = ["check_subject", "create_asset", "sanitize_uri"]
 
 
-def _check_subject(subject: str) -> None:
+def check_subject(subject: str) -> None:
+    """Refuse what is not a NATS subject or wildcard pattern (``*`` and a final ``>``
+    as whole tokens): the asset URI's and the queue URI's rule."""
     tokens = subject.split(".")
     if not subject or any(not token for token in tokens):
         raise ValueError(f"`nats://{subject}` does not name a subject")
@@ -26,7 +28,7 @@ def sanitize_uri(uri: SplitResult) -> SplitResult:
     if uri.path not in ("", "/") or uri.query or uri.port is not None or "@" in uri.netloc:
         raise ValueError("a nats asset URI is `nats://<subject>`, without path, port, "
                          "query or user")
-    _check_subject(uri.netloc)
+    check_subject(uri.netloc)
     return uri._replace(path="")
 
 

@@ -15,12 +15,16 @@ re-creates the trigger between them. :meth:`run` (used where no shared stream is
 up, e.g. a direct test) reads the same consumer and acks once Airflow has taken the
 event from the generator.
 
-``apply_function``, like the Kafka provider's, is the dotted path of a callable taking
-the event payload (``data``, ``producer``, ``subject``...) and returning whether it
-fires; messages it declines are terminated (never redelivered). A refusal fails the
-trigger with :class:`gateway.client.GatewayRefused` after ``refused_hold_seconds``
-(30 s; an AssetWatcher's trigger is re-created, and each re-creation would otherwise be
-another round of audited denials).
+``subject`` (optional: a subject or wildcard pattern, as in a ``nats://<subject>`` asset
+or queue URI) narrows what fires to messages on matching subjects: the consumer's own
+filter is the operator's, and a watcher declared for one subject must not fire on
+another the consumer also holds. ``apply_function``, like the Kafka provider's, is the
+dotted path of a callable taking the event payload (``data``, ``producer``,
+``subject``...) and returning whether it fires; messages either declines are terminated
+(never redelivered). A refusal fails the trigger with
+:class:`gateway.client.GatewayRefused` after ``refused_hold_seconds`` (30 s; an
+AssetWatcher's trigger is re-created, and each re-creation would otherwise be another
+round of audited denials).
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from airflow.triggers.shared_stream import (
     reject_shared_stream_event,
 )
 
+from gateway.airflow.assets import check_subject
 from gateway.airflow.consumer import ConsumerReader, ReaderSettings
 from gateway.airflow.hook import NatsGatewayHook
 from gateway.client import Scope
+from gateway.natsjwt.subjects import pattern_matches
 
 __all__ = ["NatsMessageTrigger"]
 
@@ -51,9 +57,12 @@ class NatsMessageTrigger(BaseEventTrigger):
                  consumer: str | None = None, apply_function: str | None = None,
                  max_events: int | None = None,
                  nats_conn_id: str = NatsGatewayHook.default_conn_name,
-                 refused_hold_seconds: float = 30.0) -> None:
+                 refused_hold_seconds: float = 30.0, subject: str | None = None) -> None:
         super().__init__()
+        if subject is not None:
+            check_subject(subject)  # at DAG parse time, not in the triggerer
         self.stream = stream
+        self.subject = subject
         # Not `dag_id`/`task_id`: BaseTrigger has attributes of its own by those names.
         self.scope_dag_id = dag_id
         self.scope_task_id = task_id
@@ -70,7 +79,7 @@ class NatsMessageTrigger(BaseEventTrigger):
             "task_id": self.scope_task_id, "run_id": self.scope_run_id,
             "consumer": self.consumer, "apply_function": self.apply_function,
             "max_events": self.max_events, "nats_conn_id": self.nats_conn_id,
-            "refused_hold_seconds": self.refused_hold_seconds})
+            "refused_hold_seconds": self.refused_hold_seconds, "subject": self.subject})
 
     def shared_stream_key(self) -> Hashable:
         # One pull loop per durable consumer in a triggerer; two triggers reading the
@@ -116,14 +125,23 @@ class NatsMessageTrigger(BaseEventTrigger):
             await reader.aclose()
 
     async def _filter(self) -> Filter:
+        on_subject = _on_subject(self.subject)
         if self.apply_function is None:
-            return _everything
+            return on_subject
         # Importing runs module code: off the triggerer's event loop.
-        return await asyncio.to_thread(_import_callable, self.apply_function)
+        function = await asyncio.to_thread(_import_callable, self.apply_function)
+        # The subject first: apply_function never sees a message this watcher is not for.
+        return lambda payload: on_subject(payload) and bool(function(payload))
 
 
 def _everything(_payload: dict[str, Any]) -> bool:
     return True
+
+
+def _on_subject(pattern: str | None) -> Filter:
+    if pattern is None:
+        return _everything
+    return lambda payload: pattern_matches(pattern, tuple(payload["subject"].split(".")))
 
 
 def _import_callable(path: str) -> Filter:

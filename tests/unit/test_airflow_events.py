@@ -1,11 +1,12 @@
 """The Airflow provider's pure parts: message ids and lineage headers, the trigger
-event's payload, the `nats` asset URI scheme, and the provider registration (checked
-against Airflow's own provider_info schema)."""
+event's payload, the `nats` asset URI scheme, the trigger's subject filter, and the
+provider registration (checked against Airflow's own provider_info schema)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -93,3 +94,52 @@ def test_the_entry_point_names_the_provider_info() -> None:
     text = (ROOT / "pyproject.toml").read_text()
     assert ('[project.entry-points.apache_airflow_provider]\n'
             'provider_info = "gateway.airflow.provider:get_provider_info"') in text
+
+
+WATCHER = {"stream": "ETL_EVENTS", "dag_id": "etl_consumer",
+           "task_id": "etl_complete_watcher"}
+
+
+@pytest.mark.parametrize(("pattern", "subject", "fires"), [
+    (None, "anything.at.all", True),
+    ("events.etl.load.done", "events.etl.load.done", True),
+    ("events.etl.load.done", "events.etl.load.failed", False),
+    ("events.*.load.done", "events.etl.load.done", True),
+    ("events.etl.>", "events.etl.load.done", True),
+    ("events.etl.>", "events.etl", False),
+])
+async def test_the_trigger_fires_only_on_its_subject(pattern: str | None, subject: str,
+                                                     fires: bool) -> None:
+    from gateway.airflow.triggers import NatsMessageTrigger
+
+    trigger = NatsMessageTrigger(subject=pattern, **WATCHER)
+    wanted = await trigger._filter()
+    assert wanted({"subject": subject, "data": {}}) is fires
+
+
+SEEN: list[str] = []
+
+
+def record_and_keep(payload: dict[str, Any]) -> bool:
+    """An apply_function that notes what it was asked about."""
+    SEEN.append(payload["subject"])
+    return True
+
+
+async def test_apply_function_sees_only_messages_on_the_subject() -> None:
+    from gateway.airflow.triggers import NatsMessageTrigger
+
+    SEEN.clear()
+    trigger = NatsMessageTrigger(subject="events.etl.>", **WATCHER,
+                                 apply_function=f"{__name__}.record_and_keep")
+    wanted = await trigger._filter()
+    assert not wanted({"subject": "events.other.x"})
+    assert wanted({"subject": "events.etl.x"})
+    assert SEEN == ["events.etl.x"]
+
+
+def test_a_trigger_subject_that_is_not_a_subject_is_refused_at_parse_time() -> None:
+    from gateway.airflow.triggers import NatsMessageTrigger
+
+    with pytest.raises(ValueError, match="must be a whole token"):
+        NatsMessageTrigger(subject="events.etl*", **WATCHER)
