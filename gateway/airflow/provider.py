@@ -1,6 +1,8 @@
 """What Airflow's ProvidersManager reads (the ``apache_airflow_provider`` entry point in
 pyproject.toml): hooks, operators, sensors, triggers, the ``natsgateway`` connection type
-with one form field per ``extra`` key, and the ``nats`` asset URI scheme."""
+with one form field per ``extra`` key, the ``nats`` asset URI scheme, and the ``nats``
+queue provider for common-messaging's ``MessageQueueTrigger`` (:mod:`gateway.airflow.queues`;
+Airflow imports it only when that provider is installed, and skips it quietly when not)."""
 
 from __future__ import annotations
 
@@ -60,4 +62,5 @@ def get_provider_info() -> dict[str, Any]:
         }],
         "asset-uris": [{"schemes": ["nats"], "handler": "gateway.airflow.assets.sanitize_uri",
                         "factory": "gateway.airflow.assets.create_asset"}],
+        "queues": ["gateway.airflow.queues.NatsMessageQueueProvider"],
     }

@@ -1,12 +1,15 @@
 """The Airflow provider's pure parts: message ids and lineage headers, the trigger
-event's payload, the `nats` asset URI scheme, the trigger's subject filter, and the
-provider registration (checked against Airflow's own provider_info schema)."""
+event's payload, the `nats` asset URI scheme, the `nats` queue for common-messaging's
+MessageQueueTrigger, the trigger's subject filter, and the provider registration
+(checked against Airflow's own provider_info schema)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -88,6 +91,7 @@ def test_the_provider_info_is_valid_for_airflow() -> None:
     [conn] = info["connection-types"]
     assert conn["connection-type"] == "natsgateway"  # no `_` (RFC 3986 scheme)
     assert info["asset-uris"][0]["schemes"] == ["nats"]
+    assert info["queues"] == ["gateway.airflow.queues.NatsMessageQueueProvider"]
 
 
 def test_the_entry_point_names_the_provider_info() -> None:
@@ -96,8 +100,88 @@ def test_the_entry_point_names_the_provider_info() -> None:
             'provider_info = "gateway.airflow.provider:get_provider_info"') in text
 
 
+MSG_QUEUE = "airflow.providers.common.messaging.triggers.msg_queue"
 WATCHER = {"stream": "ETL_EVENTS", "dag_id": "etl_consumer",
            "task_id": "etl_complete_watcher"}
+
+
+@pytest.fixture
+def queue_providers() -> Iterator[None]:
+    """Our provider registered with common-messaging, as Airflow's own tests of
+    MessageQueueTrigger do it (patching ``MESSAGE_QUEUE_PROVIDERS``). The list is built
+    the way msg_queue builds it at import from ProvidersManager's ``queue_class_names``:
+    ``create_class_by_name(name)()`` for each name our provider info lists under
+    ``queues``. ProvidersManager itself is not asked: the shared venv's entry point
+    metadata may predate the provider, and it is a process-wide singleton."""
+    from airflow.providers.common.messaging.triggers import msg_queue
+
+    providers = [msg_queue.create_class_by_name(name)()
+                 for name in get_provider_info()["queues"]]
+    with mock.patch(f"{MSG_QUEUE}.MESSAGE_QUEUE_PROVIDERS", providers):
+        yield
+
+
+def _by_queue(queue: str, **kwargs: Any) -> Any:
+    """``MessageQueueTrigger(queue=...)``, which common-messaging 2.1 deprecates."""
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+
+    with pytest.warns(AirflowProviderDeprecationWarning, match="`queue` parameter"):
+        return MessageQueueTrigger(queue=queue, **kwargs)
+
+
+def _serialized(trigger: Any) -> tuple[str, dict[str, Any]]:
+    # What the DAG processor stores and the triggerer re-creates: the resolved trigger.
+    from gateway.airflow.triggers import NatsMessageTrigger
+
+    assert isinstance(trigger.trigger, NatsMessageTrigger)
+    classpath, kwargs = trigger.serialize()
+    return classpath, {key: kwargs[key] for key in (*WATCHER, "subject", "apply_function")}
+
+
+@pytest.mark.usefixtures("queue_providers")
+def test_a_nats_queue_uri_resolves_to_the_nats_message_trigger() -> None:
+    trigger = _by_queue("nats://events.etl_producer.>", apply_function="dags.keep", **WATCHER)
+    assert _serialized(trigger) == ("gateway.airflow.triggers.NatsMessageTrigger", {
+        **WATCHER, "subject": "events.etl_producer.>", "apply_function": "dags.keep"})
+
+
+@pytest.mark.usefixtures("queue_providers")
+def test_the_nats_scheme_passes_every_keyword_to_the_trigger() -> None:
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+
+    trigger = MessageQueueTrigger(scheme="nats", subject="events.*.load", **WATCHER)
+    assert _serialized(trigger)[1] == {**WATCHER, "subject": "events.*.load",
+                                       "apply_function": None}
+
+
+@pytest.mark.usefixtures("queue_providers")
+@pytest.mark.parametrize(("queue", "kwargs", "message"), [
+    ("nats://events.etl.>", {"dag_id": "d", "task_id": "t"}, "missing `stream`"),
+    ("nats://events.etl.>", {"stream": "S"}, "missing `dag_id`, `task_id`"),
+    ("nats://events.etl.>", {**WATCHER, "subject": "events.x"}, "not pass `subject`"),
+    ("nats://events.etl/x", WATCHER, "without path"),
+    ("nats://events.etl:4222", WATCHER, "without path, port"),
+    ("nats://events..etl", WATCHER, "does not name a subject"),
+    ("nats://events.>.etl", WATCHER, "only be the last"),
+    ("nats://events.etl#x", WATCHER, "no fragment"),
+    ("nats://", WATCHER, "does not name a subject"),
+])
+def test_a_nats_queue_is_refused_with_its_reason(queue: str, kwargs: dict[str, str],
+                                                 message: str) -> None:
+    trigger = _by_queue(queue, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        trigger.serialize()
+
+
+def test_the_nats_queue_provider_claims_only_its_scheme() -> None:
+    from gateway.airflow.queues import NatsMessageQueueProvider
+
+    provider = NatsMessageQueueProvider()
+    assert provider.queue_matches("nats://events.x") and provider.queue_matches("NATS://a")
+    assert not provider.queue_matches("kafka://localhost:9092/nats")
+    assert not provider.queue_matches("redis+pubsub://nats")
+    assert provider.scheme_matches("nats") and not provider.scheme_matches("nats+js")
 
 
 @pytest.mark.parametrize(("pattern", "subject", "fires"), [
