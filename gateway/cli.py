@@ -121,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     nats_config.add_argument("--monitor-port", type=int, metavar="PORT",
                              help="also serve nats-server's monitoring endpoints "
                                   "(/healthz, /varz) on this port of the listen host")
+    nats_config.add_argument("--jetstream", metavar="STORE_DIR",
+                             help="full mode: enable JetStream, storing in STORE_DIR, for "
+                                  "the target account (streams of task events, docs/"
+                                  "policies.md \"JetStream\")")
     nats_config.add_argument("--keep-user", action="append", default=[], metavar="NAME",
                              help="merge mode: a user of your existing config that keeps "
                                   "its static credentials instead of going through the "
@@ -272,6 +276,7 @@ def _callout_server_config(args: argparse.Namespace, settings: GatewaySettings, 
         xkey=xkey.public_key if xkey else None, host=host, port=port,
         auth_timeout_seconds=settings.nats.auth_timeout_seconds, http_port=args.monitor_port,
         static_users=tuple(args.keep_user), tls=_server_tls(args),
+        jetstream_store_dir=args.jetstream,
     )
 
 
@@ -317,6 +322,10 @@ def _nats_config(args: argparse.Namespace) -> int:
     if settings.nats.mode == "operator" and (args.tls_cert or args.tls_key):
         raise ConfigError("--tls-* is for config mode: add a `tls { }` block to the "
                           "operator-mode server config yourself (docs/operations.md)")
+    if args.jetstream and (args.mode == "merge" or settings.nats.mode == "operator"):
+        raise ConfigError("--jetstream is for a whole config-mode server: merged configs "
+                          "keep their accounts' JetStream settings, operator mode sets it "
+                          "in account JWTs")
     if settings.nats.mode == "operator":
         from gateway.operator_setup import write_operator_files
 

@@ -77,6 +77,9 @@ class CalloutServerConfig:
     # on, every user not in auth_users is sent to the callout.
     static_users: tuple[str, ...] = ()
     tls: ServerTls | None = None  # TLS on the client port (full mode)
+    # JetStream for the target account (streams of task events, durable consumers):
+    # the server's store directory; None leaves JetStream off.
+    jetstream_store_dir: str | None = None
 
 
 def _q(value: str) -> str:
@@ -122,6 +125,13 @@ def _target_accounts(cfg: CalloutServerConfig) -> list[str]:
     return [cfg.target_account, *cfg.extra_accounts]
 
 
+def _target_body(cfg: CalloutServerConfig, name: str) -> str:
+    # Only the target account gets JetStream: the callout and system accounts never need it.
+    if cfg.jetstream_store_dir is not None and name == cfg.target_account:
+        return "jetstream: enabled "
+    return ""
+
+
 def render_callout_config(cfg: CalloutServerConfig) -> str:
     """A whole server config: for a new nats-server, or one the gateway's stack owns."""
     lines = [
@@ -133,7 +143,10 @@ def render_callout_config(cfg: CalloutServerConfig) -> str:
         lines.append(_tls_block(cfg.tls))
     if cfg.http_port is not None:
         lines.append(f"http: {_q(f'{cfg.host}:{cfg.http_port}')}")
-    targets = "".join(f"\n  {name} {{ }}" for name in _target_accounts(cfg))
+    if cfg.jetstream_store_dir is not None:
+        lines.append(f"jetstream {{ store_dir: {_q(cfg.jetstream_store_dir)} }}")
+    targets = "".join(f"\n  {name} {{ {_target_body(cfg, name)}}}"
+                      for name in _target_accounts(cfg))
     lines.append(f"accounts {{\n  {_callout_account(cfg)}{targets}\n  SYS {{ }}\n}}")
     lines.append("system_account: SYS")
     lines.append(_authorization_block(cfg))

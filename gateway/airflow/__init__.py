@@ -1,5 +1,11 @@
 """Apache Airflow 3 integration: a hook, a publish operator, a deferrable message trigger
 and sensor, all connecting to NATS through the gateway (install the ``airflow`` extra).
+An Airflow provider (:mod:`gateway.airflow.provider`, the ``apache_airflow_provider``
+entry point): connection type ``natsgateway``, asset URIs ``nats://<subject>``, and
+``nats://<subject>`` queues for common-messaging's ``MessageQueueTrigger``
+(:mod:`gateway.airflow.queues`). Events travel through JetStream: the operator appends
+with a de-duplicating message id, the trigger and sensor read a durable consumer and ack
+after Airflow stored the event.
 
 Connection (``nats_gateway_default``): host and port of nats-server, and in ``extra``
 how the task proves its identity, one of:

@@ -7,10 +7,17 @@ raises :class:`gateway.client.GatewayRefused`, whose message says where the deni
 recorded; a TLS failure (untrusted, expired or misnamed certificate) raises
 :class:`gateway.client.TlsError` naming the address and the cause; nats errors are
 logged one line each (nats-py's default logs a traceback).
+
+The connection type is ``natsgateway`` (no ``_``: Airflow warns about it under RFC 3986
+and its CLI downgrades unknown types to ``generic``); the provider registration
+(:mod:`gateway.airflow.provider`) gives the UI one form field per ``extra`` key. The
+Connection is looked up once per hook, off the event loop in :meth:`connect` (the
+lookup is a blocking call to Airflow's API or database, and triggers share one loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -20,6 +27,7 @@ from gateway.client import (
     AwsIamCredentials,
     ClientCredentialsToken,
     CredentialSource,
+    GatewayRefused,
     OidcToken,
     OidcTokenFile,
     RefusalPolicy,
@@ -35,15 +43,46 @@ _TLS_EXTRAS = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_hostname")
 class NatsGatewayHook(BaseHook):
     conn_name_attr = "nats_conn_id"
     default_conn_name = "nats_gateway_default"
-    conn_type = "nats_gateway"
+    conn_type = "natsgateway"
     hook_name = "NATS through nats-gateway"
 
     def __init__(self, nats_conn_id: str = default_conn_name) -> None:
         super().__init__()
         self.nats_conn_id = nats_conn_id
+        self._conn: Any = None
 
     def _connection(self) -> Any:
-        return self.get_connection(self.nats_conn_id)
+        if self._conn is None:
+            self._conn = self.get_connection(self.nats_conn_id)
+        return self._conn
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {"hidden-fields": ["schema"],
+                "relabeling": {"host": "nats-server host", "login": "Client id "
+                               "(client_credentials)", "password": "Client secret "
+                               "(client_credentials)"},
+                "placeholders": {"port": "4222"}}
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Connect through the gateway as the scope in ``extra["test_scope"]`` (default
+        dag ``airflow`` task ``test_connection``): a policy must allow that scope."""
+        raw = self._connection().extra_dejson.get("test_scope") or {}
+        scope = Scope(raw.get("dag_id", "airflow"), raw.get("task_id", "test_connection"))
+
+        async def attempt() -> None:
+            nc = await self.connect(scope, max_reconnect_attempts=0, connect_timeout=5,
+                                    allow_reconnect=False)
+            await nc.close()
+
+        try:
+            asyncio.run(attempt())
+        except GatewayRefused as refused:
+            return False, str(refused)
+        except Exception as exc:
+            return False, f"cannot connect to {self.servers()}: {type(exc).__name__}"
+        return True, f"connected through the gateway as dag `{scope.dag_id}` task " \
+                     f"`{scope.task_id}`"
 
     def servers(self) -> str:
         """``tls://`` when the connection has TLS extras, so the scheme says what the
@@ -78,7 +117,7 @@ class NatsGatewayHook(BaseHook):
     async def connect(self, scope: Scope, **options: Any) -> Client:
         """:func:`gateway.client.connect` with this connection's servers and credential;
         raises :class:`gateway.client.GatewayRefused` when the gateway refuses it."""
-        extra = self._connection().extra_dejson
+        extra = (await asyncio.to_thread(self._connection)).extra_dejson
         if extra.get("creds_file"):
             options.setdefault("user_credentials", extra["creds_file"])
         options.setdefault("error_cb", self._log_nats_error)

@@ -41,6 +41,7 @@ from gateway.client.refusal import (
     backoff_delay,
 )
 from gateway.client.sources import CredentialSource
+from gateway.client.subjects import inbox_prefix
 from gateway.envelope import Scope, build_envelope
 from gateway.tls.context import TlsFiles
 from gateway.tls.natsclient import TlsCheckedClient
@@ -156,6 +157,11 @@ async def connect(servers: str | list[str], source: CredentialSource, *,
     ``tls_key_file`` present a client certificate (mutual TLS). A server that does not
     require TLS is then refused, and a certificate failure raises :class:`TlsError`
     naming the address and the cause, instead of nats-py retrying it forever.
+
+    Replies (requests, JetStream PubAcks and pull deliveries) come to the scope's private
+    inbox ``_INBOX.<dag>.<task>`` (:func:`gateway.client.subjects.inbox_prefix`), the
+    only inbox a policy grants; pass ``inbox_prefix`` to override. Without the grant a
+    request's reply subscription is refused, as the default ``_INBOX.<nuid>`` would be.
     """
     requested = scope or scope_from_airflow(context)
     files = TlsFiles(ca_file=_path(tls_ca_file), cert_file=_path(tls_cert_file),
@@ -176,6 +182,7 @@ async def connect(servers: str | list[str], source: CredentialSource, *,
             await user_closed()
 
     client = _GatewayClient(requested, refusals or RefusalPolicy(), trust=files.trust)
+    options.setdefault("inbox_prefix", inbox_prefix(requested))
     options.setdefault("max_reconnect_attempts", -1)
     options.setdefault("reconnect_time_wait", 0.5)
     options.setdefault("reconnect_to_server_handler", client.choose_server)

@@ -1,9 +1,10 @@
-"""Real Apache Airflow 3 against the real nats-server and the gateway.
+"""Real Apache Airflow 3 against the real nats-server (JetStream) and the gateway.
 
 The example DAGs (examples/dags) run with `dag.test()` in their own processes, with a
 connection whose credential is a token file the dev issuer minted. The consumer's
 AssetWatcher trigger is serialized and re-created from its classpath, as the triggerer
-does, and run on an event loop until it fires.
+does, and run on an event loop until it fires (its standalone `run()`; the triggerer's
+ack mode is exercised with real processes in test_airflow_processes.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ from typing import Any
 import pytest
 
 from gateway.client import GatewayRefused
+from tests.integration.airflow_events import (
+    EVENT_SUBJECT,
+    PRODUCER,
+    EventStack,
+    Producer,
+    start_event_stack,
+    start_gateway,
+    stop_event_stack,
+    worker_token,
+)
 from tests.integration.harness import Stack
 
 pytestmark = pytest.mark.integration
@@ -37,7 +48,7 @@ def _airflow_env(home: Path, dags: Path, stack: Stack, token_file: Path,
         "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_NATS_GATEWAY_DEFAULT": json.dumps({
-            "conn_type": "nats_gateway", "host": "127.0.0.1", "port": int(port),
+            "conn_type": "natsgateway", "host": "127.0.0.1", "port": int(port),
             "extra": {"credential": "token_file", "token_file": str(token_file), **extra}}),
         "PYTHONPATH": str(ROOT),
     }
@@ -59,20 +70,21 @@ def _dag_test_command(dag_file: Path) -> list[str]:
 
 
 @pytest.fixture
-async def airflow_stack(stack: Stack, tmp_path: Path) -> AsyncIterator[tuple[Stack, Path]]:
-    shutil.copy(EXAMPLES / "policies" / "airflow-events.yaml",
-                stack.tmp / "policies" / "airflow-events.yaml")
-    oidc = stack.settings().oidc.model_dump()
-    oidc["issuers"][0]["name"] = "dev"  # the example policies name the dev issuer
-    await stack.start_gateway(oidc=oidc)
-    token_file = tmp_path / "token"
-    token_file.write_text(stack.issuer.mint(subject="airflow-worker", audience="nats-gateway",
-                                            lifetime=3600))
+async def event_stack(tmp_path: Path) -> AsyncIterator[EventStack]:
+    events = start_event_stack(tmp_path / "stack")
     try:
-        yield stack, token_file
+        await start_gateway(events)
+        yield events
     finally:
-        assert stack.gateway is not None
-        await stack.gateway.stop()
+        await stop_event_stack(events)
+
+
+@pytest.fixture
+async def airflow_stack(event_stack: EventStack, tmp_path: Path
+                        ) -> AsyncIterator[tuple[Stack, Path]]:
+    token_file = tmp_path / "token"
+    token_file.write_text(worker_token(event_stack))
+    yield event_stack.stack, token_file
 
 
 def _consumer_trigger(**overrides: Any) -> Any:
@@ -88,41 +100,89 @@ def _consumer_trigger(**overrides: Any) -> Any:
     return getattr(importlib.import_module(module_name), class_name)(**{**kwargs, **overrides})
 
 
+def _use_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in env.items():
+        if name.startswith(("AIRFLOW", "PYTHONPATH")):
+            monkeypatch.setenv(name, value)
+
+
 async def test_producer_publishes_and_the_consumer_trigger_fires(
         airflow_stack: tuple[Stack, Path], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The producer runs first: its event waits in the watcher's durable consumer."""
     stack, token_file = airflow_stack
     dags = tmp_path / "dags"
     dags.mkdir()
     shutil.copy(EXAMPLES / "dags" / "etl_producer.py", dags / "etl_producer.py")
     env = _airflow_env(tmp_path / "airflow", dags, stack, token_file)
     await asyncio.to_thread(_migrate, env)
-    for name, value in env.items():
-        if name.startswith(("AIRFLOW", "PYTHONPATH")):
-            monkeypatch.setenv(name, value)
+    _use_env(env, monkeypatch)
 
-    trigger = _consumer_trigger()
-    events = trigger.run()
-    waiting = asyncio.create_task(events.__anext__())
-    await asyncio.sleep(1.0)  # the watcher is connected and subscribed
-    assert not waiting.done()
+    text = await _dag_test(dags / "etl_producer.py", env)
+    assert "DAG_STATE success" in text, text[-3000:]
 
-    producer = await asyncio.create_subprocess_exec(
-        *_dag_test_command(dags / "etl_producer.py"), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output, _ = await asyncio.wait_for(producer.communicate(), timeout=240)
-    assert b"DAG_STATE success" in output, output.decode(errors="replace")[-3000:]
-
-    event = await asyncio.wait_for(waiting, timeout=30)
-    assert event.payload["subject"] == "pipeline.data.etl.complete"
-    assert json.loads(event.payload["data"])["rows"] == 42
+    events = _consumer_trigger().run()
+    event = await asyncio.wait_for(events.__anext__(), timeout=60)
+    payload = event.payload
+    assert payload["subject"] == EVENT_SUBJECT
+    assert payload["data"] == {"dataset": "orders", "rows": 42}  # parsed, not a string
+    producer = payload["producer"]
+    assert (producer["dag_id"], producer["task_id"]) == PRODUCER
+    assert producer["run_id"].startswith("manual__") and producer["map_index"] == "-1"
+    assert payload["message_id"].startswith("etl_producer.publish_complete.manual__")
+    assert (payload["stream_seq"], payload["delivered"]) == (1, 1)
     await events.aclose()
 
     async with stack.api() as api:
         grants = (await api.get("/v1/grants", params={"decision": "grant"})).json()["items"]
     scopes = {(g["dag_id"], g["task_id"]) for g in grants}
-    assert ("etl_producer", "publish_complete") in scopes
+    assert PRODUCER in scopes
     assert ("etl_consumer", "etl_complete_watcher") in scopes
+
+
+async def test_an_event_is_acked_only_after_airflow_took_it(
+        event_stack: EventStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trigger closed before its event was taken leaves the message to the next one."""
+    token_file = tmp_path / "token"
+    token_file.write_text(worker_token(event_stack))
+    _use_env(_airflow_env(tmp_path, tmp_path, event_stack.stack, token_file), monkeypatch)
+    await Producer(event_stack).publish(["first", "second"])
+
+    events = _consumer_trigger().run()
+    first = await asyncio.wait_for(events.__anext__(), timeout=60)
+    await events.aclose()  # taken by nobody: nak'ed, not acked
+    events = _consumer_trigger().run()
+    again = await asyncio.wait_for(events.__anext__(), timeout=60)
+    second = await asyncio.wait_for(events.__anext__(), timeout=60)
+    await events.aclose()
+    assert again.payload["message_id"] == first.payload["message_id"]
+    assert again.payload["delivered"] == 2
+    assert second.payload["producer"]["run_id"] == "second"
+    assert (await event_stack.consumer_state())[:2] == (0, 1)  # `second` was never taken
+
+
+async def test_a_retried_task_instance_appends_its_event_once(
+        event_stack: EventStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.airflow.operators import NatsPublishOperator
+    from gateway.envelope import Scope
+
+    token_file = tmp_path / "token"
+    token_file.write_text(worker_token(event_stack))
+    _use_env(_airflow_env(tmp_path, tmp_path, event_stack.stack, token_file), monkeypatch)
+    operator = NatsPublishOperator(task_id="publish_complete", stream="ETL_EVENTS",
+                                   subject=EVENT_SUBJECT, payload="{}")
+    scope = Scope(*PRODUCER, "manual__1")
+    first = await operator._append(scope, EVENT_SUBJECT, "ETL_EVENTS", -1)
+    retry = await operator._append(scope, EVENT_SUBJECT, "ETL_EVENTS", -1)
+    mapped = await operator._append(scope, EVENT_SUBJECT, "ETL_EVENTS", 3)
+    assert retry == first  # the PubAck of the duplicate names the original's sequence
+    assert mapped == first + 1
+    nc = await event_stack.admin()
+    try:
+        info = await nc.jetstream().stream_info("ETL_EVENTS")
+    finally:
+        await nc.close()
+    assert info.state.messages == 2
 
 
 async def test_a_publish_outside_the_tasks_subjects_fails_the_task(
@@ -131,7 +191,7 @@ async def test_a_publish_outside_the_tasks_subjects_fails_the_task(
     dags = tmp_path / "dags"
     dags.mkdir()
     escape = (EXAMPLES / "dags" / "etl_producer.py").read_text().replace(
-        '"pipeline.data.etl.complete"', '"pipeline.data.billing.complete"')
+        '"events.{dag_id}.{task_id}.complete"', '"events.billing.load.complete"')
     (dags / "etl_producer.py").write_text(escape)
     env = _airflow_env(tmp_path / "airflow", dags, stack, token_file)
     await asyncio.to_thread(_migrate, env)
@@ -141,7 +201,8 @@ async def test_a_publish_outside_the_tasks_subjects_fails_the_task(
     output, _ = await asyncio.wait_for(producer.communicate(), timeout=240)
     text = output.decode(errors="replace")
     assert "DAG_STATE failed" in text, text[-3000:]
-    assert "publish to `pipeline.data.billing.complete` refused" in text
+    assert "publish to `events.billing.load.complete` in stream `ETL_EVENTS` got no " \
+           "puback" in text
     async with stack.api() as api:
         grants = (await api.get("/v1/grants", params={"dag": "etl_producer"})).json()["items"]
     assert grants and grants[0]["decision"] == "grant"  # granted, yet held to its subjects
@@ -153,7 +214,7 @@ from airflow.sdk import DAG
 from gateway.airflow.sensors import NatsMessageSensor
 
 with DAG(dag_id="etl_waiter", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
-    NatsMessageSensor(task_id="wait_for_complete", subject="pipeline.data.etl.complete")
+    NatsMessageSensor(task_id="wait_for_complete", stream="ETL_EVENTS")
 '''
 SENSOR_POLICY = """version: 1
 policies:
@@ -161,43 +222,34 @@ policies:
     match: {oidc: {issuer: dev, subject: airflow-worker}}
     scopes: [{dag: etl_waiter, tasks: [wait_for_complete]}]
     permissions:
-      subscribe: {allow: ["pipeline.data.etl.complete"]}
+      jetstream:
+        consume: [{stream: ETL_EVENTS, filter: "events.etl_producer.>"}]
 """
 
 
-async def test_the_deferrable_sensor_waits_for_the_message(
-        airflow_stack: tuple[Stack, Path], tmp_path: Path) -> None:
-    stack, token_file = airflow_stack
+async def test_the_deferrable_sensor_reads_an_event_sent_before_it_ran(
+        event_stack: EventStack, tmp_path: Path) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    stack = event_stack.stack
+    token_file = tmp_path / "token"
+    token_file.write_text(worker_token(event_stack))
     (stack.tmp / "policies" / "waiter.yaml").write_text(SENSOR_POLICY)
     assert stack.gateway is not None and stack.gateway.policies.reload("test")
+    admin = await event_stack.admin()
+    try:
+        await admin.jetstream().add_consumer("ETL_EVENTS", ConsumerConfig(
+            durable_name="etl_waiter~wait_for_complete",
+            filter_subject="events.etl_producer.>", ack_policy=AckPolicy.EXPLICIT))
+    finally:
+        await admin.close()
+    await Producer(event_stack).publish(["before"])  # kept until the sensor reads it
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "etl_waiter.py").write_text(SENSOR_DAG)
     env = _airflow_env(tmp_path / "airflow", dags, stack, token_file)
     await asyncio.to_thread(_migrate, env)
-    waiter = await asyncio.create_subprocess_exec(
-        *_dag_test_command(dags / "etl_waiter.py"), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-
-    from gateway.client import oidc_envelope
-    from tests.integration.harness import connect
-
-    publisher = await connect(stack.nats_url, oidc_envelope(
-        token_file.read_text(), dag_id="etl_producer", task_id="publish_complete"))
-    try:
-        for _ in range(120):  # until the deferred sensor's trigger is subscribed
-            await publisher.publish("pipeline.data.etl.complete", b'{"rows": 7}')
-            await publisher.flush()
-            if waiter.returncode is not None:
-                break
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter.wait()), timeout=1.0)
-            except TimeoutError:
-                continue
-    finally:
-        await publisher.close()
-    output, _ = await asyncio.wait_for(waiter.communicate(), timeout=60)
-    text = output.decode(errors="replace")
+    text = await _dag_test(dags / "etl_waiter.py", env)
     assert "DAG_STATE success" in text, text[-3000:]
 
 

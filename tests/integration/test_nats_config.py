@@ -92,6 +92,22 @@ def test_the_whole_config_listens_where_nats_url_points(tmp_path: Path) -> None:
     _check(tmp_path / "moved.conf")
 
 
+def test_the_whole_config_can_enable_jetstream_for_the_target_account(
+        tmp_path: Path) -> None:
+    config = _gateway_toml(tmp_path, "nats://127.0.0.1:14999")
+    printed = _nats_config("--config", str(config), "--jetstream",
+                           str(tmp_path / "js")).stdout
+    assert f'jetstream {{ store_dir: "{tmp_path / "js"}" }}' in printed
+    assert "APP { jetstream: enabled }" in printed
+    assert "SYS { }" in printed  # only the target account gets JetStream
+    (tmp_path / "server.conf").write_text(printed)
+    _check(tmp_path / "server.conf")
+    refused = subprocess.run([*CLI, "nats-config", "--config", str(config), "--mode",
+                              "merge", "--out", str(tmp_path / "m"), "--jetstream", "x"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--jetstream is for a whole" in refused.stderr
+
+
 def test_merge_mode_needs_a_directory(tmp_path: Path) -> None:
     config = _gateway_toml(tmp_path, "nats://127.0.0.1:4222")
     refused = subprocess.run([*CLI, "nats-config", "--config", str(config), "--mode", "merge"],
