@@ -207,6 +207,11 @@ def _parse_policy_text(text: str, name: str) -> _Parsed:
     try:
         node = _compose(text)
         data = _construct(text, node)
+    except UnicodeEncodeError:
+        # libyaml takes UTF-8, which a lone surrogate cannot be (only a caller passing
+        # such text can get here: files are read as UTF-8); the pure parser refuses it too.
+        return _Parsed([f"{name}:1: not valid yaml: the text is not valid unicode "
+                        "(lone surrogate)"])
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1

@@ -192,3 +192,11 @@ def test_a_merge_key_is_not_a_duplicate() -> None:
         """)
     policies, problems = load_policy_text(text, "f.yaml")
     assert problems == [] and [p.id for p in policies] == ["a", "b"]
+
+
+def test_text_that_is_not_valid_unicode_is_a_problem_not_a_crash() -> None:
+    """Found by the fuzz test: libyaml encodes to UTF-8, which a lone surrogate is not."""
+    policies, problems = load_policy_text("version: 1\npolicies: [\ud800]", "bad.yaml")
+    assert not policies
+    assert problems == ["bad.yaml:1: not valid yaml: the text is not valid unicode "
+                        "(lone surrogate)"]
