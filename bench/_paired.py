@@ -24,6 +24,7 @@ class PairedRound:
     noop_per_second: float
     gateway_per_second: float
     gateway_cpu_ms: float  # the gateway's CPU per storm connect, this round
+    storm_failures: int = 0  # connects that failed in this round's two storms
 
     @property
     def p50_ratio(self) -> float:
@@ -39,12 +40,15 @@ def one_at_a_time_p50(system: System, connects: int, warmup: int) -> float:
 
 
 def storm_rate(system: System, total: int, in_flight: int,
-               processes: int) -> tuple[float, float]:
-    """(connects/s, responder CPU ms per connect); every connect must succeed."""
+               processes: int) -> tuple[float, float, int]:
+    """(successful connects/s, responder CPU ms per successful connect, failed connects).
+    A failure is counted and shown, not fatal: one timed-out connect on a busy machine
+    must not throw away a run of many minutes."""
     burst, cpu_ms = storm_with_cpu(system, total, in_flight, processes)
-    if burst.failures or cpu_ms is None:
-        raise RuntimeError(f"paired storm had failures: {dict(burst.failures)}")
-    return burst.connects_per_second, cpu_ms
+    failed = sum(burst.failures.values())
+    for failure, count in burst.failures.most_common(3):
+        print(f"  storm failure x{count}: {failure}", flush=True)
+    return burst.connects_per_second, cpu_ms if cpu_ms is not None else 0.0, failed
 
 
 def paired_rounds(noop: System, gateway: System, *, rounds: int, connects: int, warmup: int,
@@ -53,12 +57,15 @@ def paired_rounds(noop: System, gateway: System, *, rounds: int, connects: int, 
     for index in range(rounds):
         noop_p50 = one_at_a_time_p50(noop, connects, warmup)
         gateway_p50 = one_at_a_time_p50(gateway, connects, warmup)
-        noop_rate, _ = storm_rate(noop, storm_connects, in_flight, processes)
-        gateway_rate, gateway_cpu = storm_rate(gateway, storm_connects, in_flight, processes)
-        result = PairedRound(noop_p50, gateway_p50, noop_rate, gateway_rate, gateway_cpu)
+        noop_rate, _, noop_failed = storm_rate(noop, storm_connects, in_flight, processes)
+        gateway_rate, gateway_cpu, failed = storm_rate(gateway, storm_connects, in_flight,
+                                                       processes)
+        result = PairedRound(noop_p50, gateway_p50, noop_rate, gateway_rate, gateway_cpu,
+                             noop_failed + failed)
         print(f"paired round {index + 1}: p50 {gateway_p50:.2f}/{noop_p50:.2f} ms = "
               f"{result.p50_ratio:.2f}x, storm {gateway_rate:.0f}/{noop_rate:.0f} = "
-              f"{result.storm_share:.0%}", flush=True)
+              f"{result.storm_share:.0%}, {result.storm_failures} failed connects",
+              flush=True)
         results.append(result)
     return results
 

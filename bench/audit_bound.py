@@ -40,12 +40,14 @@ class Measured:
     p50_ms: float
     per_second: float
     cpu_ms: float  # the responder's CPU per storm connect
+    failures: int = 0  # storm connects that failed (counted, not fatal)
 
 
 def measure(system: System, args: argparse.Namespace) -> Measured:
     p50 = one_at_a_time_p50(system, args.connects, args.warmup)
-    rate, cpu_ms = storm_rate(system, args.storm, args.in_flight, args.client_processes)
-    return Measured(p50, rate, cpu_ms)
+    rate, cpu_ms, failures = storm_rate(system, args.storm, args.in_flight,
+                                        args.client_processes)
+    return Measured(p50, rate, cpu_ms, failures)
 
 
 def rounds_of(systems: list[System], args: argparse.Namespace) -> list[list[Measured]]:
@@ -55,7 +57,8 @@ def rounds_of(systems: list[System], args: argparse.Namespace) -> list[list[Meas
         noop = row[0]
         print(f"round {index + 1}: " + ", ".join(
             f"{name} p50 {m.p50_ms:.2f} ms ({m.p50_ms / noop.p50_ms:.2f}x) "
-            f"{m.per_second:.0f}/s ({m.per_second / noop.per_second:.0%})"
+            f"{m.per_second:.0f}/s ({m.per_second / noop.per_second:.0%}, "
+            f"{m.failures} failed)"
             for name, m in zip(SYSTEMS, row, strict=True)), flush=True)
         results.append(row)
     return results

@@ -110,13 +110,13 @@ def run_paired(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> lis
 
 def paired_table(rounds: list[PairedRound]) -> str:
     lines = ["| round | no-op p50 ms | gateway p50 ms | ratio | no-op connects/s | "
-             "gateway connects/s | share | gateway CPU ms/connect |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "gateway connects/s | share | gateway CPU ms/connect | failed connects |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for index, r in enumerate(rounds, 1):
         lines.append(f"| {index} | {r.noop_p50:.2f} | {r.gateway_p50:.2f} | "
                      f"{r.p50_ratio:.2f}x | {r.noop_per_second:.0f} | "
                      f"{r.gateway_per_second:.0f} | {r.storm_share:.0%} | "
-                     f"{r.gateway_cpu_ms:.2f} |")
+                     f"{r.gateway_cpu_ms:.2f} | {r.storm_failures} |")
     return "\n".join(lines)
 
 
