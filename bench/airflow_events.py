@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import socket
 import sys
 import tempfile
 import time
@@ -31,22 +30,14 @@ from _common import machine, write_section  # bench/ is on sys.path as a script
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.integration helpers
 
 from tests.integration.airflow_events import (
-    EXAMPLES,
     Airflow,
     Producer,
-    airflow_env,
     eventually,
     start_event_stack,
+    start_example_airflow,
     start_gateway,
     stop_event_stack,
-    worker_token,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -67,20 +58,7 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     airflow: Airflow | None = None
     try:
         await start_gateway(events)
-        dags = tmp / "dags"
-        dags.mkdir()
-        for name in ("etl_producer.py", "etl_consumer.py"):
-            (dags / name).write_text((EXAMPLES / "dags" / name).read_text())
-        token = tmp / "token"
-        token.write_text(worker_token(events, lifetime=7200))
-        home = tmp / "airflow"
-        home.mkdir()
-        airflow = Airflow(home, airflow_env(home, dags, events.stack.nats_url, token,
-                                            _free_port()))
-        await asyncio.to_thread(airflow.migrate)
-        airflow.env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
-        for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
-            airflow.start(name)
+        airflow = await start_example_airflow(events, tmp, token_lifetime=7200)
 
         async def reading() -> bool:
             return (await events.consumer_state())[2] > 0

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -243,6 +244,35 @@ def airflow_env(home: Path, dags: Path, nats_url: str, token_file: Path,
         "NGW_API_PORT": str(api_port),
         "PYTHONPATH": str(ROOT),
     }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_example_airflow(events: EventStack, tmp: Path, *,
+                                token_lifetime: int = 3600) -> Airflow:
+    """Airflow's api-server, scheduler, dag-processor and triggerer with the example DAGs,
+    connecting through ``events``' gateway as the example worker. The consumer DAG is
+    unpaused at creation, so its watcher runs once parsed. The caller stops it
+    (``stop_all``)."""
+    dags = tmp / "dags"
+    dags.mkdir()
+    for name in ("etl_producer.py", "etl_consumer.py"):
+        shutil.copy(EXAMPLES / "dags" / name, dags / name)
+    token_file = tmp / "token"
+    token_file.write_text(worker_token(events, lifetime=token_lifetime))
+    home = tmp / "airflow"
+    home.mkdir()
+    airflow = Airflow(home, airflow_env(home, dags, events.stack.nats_url, token_file,
+                                        _free_port()))
+    await asyncio.to_thread(airflow.migrate)
+    airflow.env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
+    for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        airflow.start(name)
+    return airflow
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float,

@@ -10,8 +10,6 @@ gave 2 asset events, and everything published while the triggerer was down was l
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,27 +17,20 @@ from pathlib import Path
 import pytest
 
 from tests.integration.airflow_events import (
-    EXAMPLES,
     Airflow,
     EventStack,
     Producer,
-    airflow_env,
     eventually,
     start_event_stack,
+    start_example_airflow,
     start_gateway,
     stop_event_stack,
-    worker_token,
 )
 
 pytestmark = pytest.mark.integration
 BURST = 20
 WHILE_STOPPED = 5
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -48,21 +39,7 @@ async def deployment(tmp_path: Path) -> AsyncIterator[tuple[EventStack, Airflow]
     airflow: Airflow | None = None
     try:
         await start_gateway(events)
-        dags = tmp_path / "dags"
-        dags.mkdir()
-        for name in ("etl_producer.py", "etl_consumer.py"):
-            shutil.copy(EXAMPLES / "dags" / name, dags / name)
-        token_file = tmp_path / "token"
-        token_file.write_text(worker_token(events))
-        home = tmp_path / "airflow"
-        home.mkdir()
-        airflow = Airflow(home, airflow_env(home, dags, events.stack.nats_url, token_file,
-                                            _free_port()))
-        await asyncio.to_thread(airflow.migrate)
-        # The consumer DAG is unpaused at creation, so its watcher runs once parsed.
-        airflow.env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
-        for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
-            airflow.start(name)
+        airflow = await start_example_airflow(events, tmp_path)
         yield events, airflow
     finally:
         if airflow is not None:
