@@ -160,6 +160,10 @@ async def connect(url: str, envelope: str, errors: Violations | None = None) -> 
             url, token=envelope, allow_reconnect=False, max_reconnect_attempts=0,
             connect_timeout=5, error_cb=(errors or Violations()).record,
         )
+        if not nc.is_connected:
+            # nats-py returns from connect() without an error when the server closes the
+            # socket instead of answering: that is a refusal, not a connection.
+            raise ConnectionError("nats-server closed the connection without answering")
     except BaseException:
         await nc.close()  # nats-py leaves the socket open when CONNECT is refused
         raise
