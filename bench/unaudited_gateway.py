@@ -32,11 +32,13 @@ async def _record_nothing(record: AuditRecord, deadline: float) -> None:
 
 async def serve(config: Path) -> None:
     gateway = Gateway(load_settings(config))
-    if getattr(gateway.handler, "_audit", None) != gateway.writer.write:
+    if (getattr(gateway.handler, "_audit", None) != gateway.writer.write
+            or getattr(gateway.handler, "_audit_alone", None) != gateway.writer.write_alone):
         # A renamed attribute would leave the record in and make the bound meaningless.
-        raise SystemExit("unaudited_gateway: CalloutHandler no longer keeps its audit sink "
-                         "in `_audit`; update this instrument")
-    gateway.handler._audit = _record_nothing  # the one change (no public switch exists)
+        raise SystemExit("unaudited_gateway: CalloutHandler no longer keeps its audit sinks "
+                         "in `_audit` and `_audit_alone`; update this instrument")
+    # The one change (no public switch exists): both sinks, the shared and the alone one.
+    gateway.handler._audit = gateway.handler._audit_alone = _record_nothing
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

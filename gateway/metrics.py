@@ -93,6 +93,11 @@ class StateCollector(Collector):
         writer = gw.writer
         yield _counter("nats_gateway_audit_records_written", "Audit records committed",
                        lambda: writer.records)
+        yield _counter("nats_gateway_audit_commits", "Audit transactions committed",
+                       lambda: writer.commits)
+        yield _counter("nats_gateway_audit_inline_commits",
+                       "Audit records of a decision alone in flight, committed on the event "
+                       "loop without the writer thread's hand-offs", lambda: writer.inline_commits)
         yield _counter("nats_gateway_audit_write_failures",
                        "Audit records that could not be committed (each one a deny)",
                        lambda: writer.failures)

@@ -207,6 +207,10 @@ class _Identities:
         raise CredentialError(f"method `{envelope.method}` is not enabled on this gateway",
                               code="method_not_enabled")
 
+    def cached(self, envelope: CredentialEnvelope) -> Identity | None:
+        """An OIDC identity verified before (IAM proofs are single use: never cached)."""
+        return self._oidc.cached(envelope.proof) if envelope.method == "oidc" else None
+
 
 class _ApiServer(uvicorn.Server):
     """uvicorn without its signal handling: SIGTERM and SIGINT belong to the gateway,
@@ -272,10 +276,12 @@ class Gateway:
         self.aws = (StsVerifier(settings.aws, self._http.for_ca(settings.aws.ca_file),
                                 metrics=self.metrics)
                     if settings.aws.enabled else None)
+        identities = _Identities(self.oidc, self.aws)
         self.handler = CalloutHandler(
             issuer=self.keys.issuer, xkey=self.keys.xkey,
-            verify_identity=_Identities(self.oidc, self.aws).verify,
+            verify_identity=identities.verify, cached_identity=identities.cached,
             policies=self.policies.current, audit=self.writer.write,
+            audit_alone=self.writer.write_alone,
             settings=HandlerSettings(
                 target_account=settings.nats.target_account,
                 account_names=settings.nats.account_names,

@@ -182,8 +182,11 @@ class Appender:
     One transaction per batch; any failure is AuditUnavailable, the connection is
     dropped and a new one is opened for the next batch."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lock_wait_ms: int | None = None) -> None:
         self._engine = engine
+        # SQLite only: how long a write waits for another connection's lock (None: the
+        # store's default, 1 s); 0 fails at once, so the caller can go another way.
+        self._lock_wait_ms = lock_wait_ms
         self._decisions = _driver_insert(engine, decisions)
         self._checkpoints = _driver_insert(engine, checkpoints)
         self._conn: Any = None
@@ -193,7 +196,7 @@ class Appender:
         """Insert stored-form rows (and a checkpoint) in one transaction."""
         try:
             if self._conn is None:
-                self._conn = self._engine.raw_connection()
+                self._conn = self._connect()
             cursor = self._conn.cursor()
             try:
                 if rows:
@@ -207,6 +210,16 @@ class Appender:
             self._discard()
             raise _unavailable("write", exc) from exc
 
+    def _connect(self) -> Any:
+        conn = self._engine.raw_connection()
+        if self._lock_wait_ms is not None and self._engine.dialect.name == "sqlite":
+            cursor = conn.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout={int(self._lock_wait_ms)}")
+            finally:
+                cursor.close()
+        return conn
+
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -217,7 +230,10 @@ class Appender:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            if self._lock_wait_ms is not None:
+                self._discard()  # never back to the pool: its lock wait is not the default
+            else:
+                self._conn.close()
             self._conn = None
 
 
@@ -250,9 +266,10 @@ class AuditStore:
         except SQLAlchemyError as exc:
             raise _unavailable("migration", exc, sqlite_file) from exc
 
-    def appender(self) -> Appender:
-        """The writer's own connection for :meth:`Appender.append` (one thread only)."""
-        return Appender(self.engine)
+    def appender(self, lock_wait_ms: int | None = None) -> Appender:
+        """A connection of its own for :meth:`Appender.append` (one user at a time);
+        ``lock_wait_ms`` (SQLite) overrides how long a write waits for a lock."""
+        return Appender(self.engine, lock_wait_ms)
 
     def chain_head(self, instance: str) -> tuple[int, str] | None:
         """The last (chain_seq, record_hash) of ``instance``, or None for a new chain."""

@@ -19,13 +19,21 @@ commit and without waiting: an anchor never gates a decision.
 Handing records over once per loop turn, not one by one, is what makes batches form: a
 thread woken per record takes the GIL at the next chance and commits that record alone,
 so under load nearly every decision paid a whole commit (measured in docs/benchmarks.md).
-The commit itself never runs on the event loop: a store that waits on a lock or a
-network must not stall every other connect.
+
+One exception saves the two thread hand-offs where they cost most, a connect that is
+alone (``write(..., alone=True)``): when the caller is the only decision in flight and
+the writer is idle, a SQLite record is committed on the calling thread, with a lock wait
+of zero. A store that is locked (another process writing) hands the record to the thread
+at once, which waits for the lock as always; a commit that took longer than
+``_INLINE_SLOW_SECONDS`` (a slow disk) turns the shortcut off for a while, so the event
+loop is never held up by the store more than once per ``_INLINE_PAUSE_SECONDS``. A
+PostgreSQL commit always goes through the thread: it waits on the network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import queue
@@ -45,7 +53,7 @@ from gateway.audit.checkpoints import (
     sign_checkpoint,
 )
 from gateway.audit.record import AuditRecord
-from gateway.audit.store import AuditStore, CheckpointRow
+from gateway.audit.store import Appender, AuditStore, CheckpointRow
 from gateway.errors import AuditUnavailable, ConfigError
 
 __all__ = ["COMMIT_BUDGET_SECONDS", "AuditWriter"]
@@ -54,8 +62,22 @@ log = logging.getLogger(__name__)
 # A record must be able to start its commit this long before its deadline (see write()).
 COMMIT_BUDGET_SECONDS = 1.2
 _Item = tuple[AuditRecord, float | None, asyncio.Future[None], asyncio.AbstractEventLoop]
+
+
+class _Queued(enum.Enum):
+    QUEUED = "queued"
+
+
+QUEUED = _Queued.QUEUED  # an inline commit was not made: the record goes to the thread
 # After a failed genesis or heartbeat, try again this soon (the store is likely down).
 _CHECKPOINT_RETRY_SECONDS = 1.0
+# An inline commit slower than this (the loop was held) pauses inline commits this long.
+_INLINE_SLOW_SECONDS = 0.01
+_INLINE_PAUSE_SECONDS = 10.0
+# After an inline commit found the store locked or failing, leave it to the thread.
+_INLINE_BUSY_PAUSE_SECONDS = 1.0
+# SQLite's primary result codes for "another connection holds the lock".
+_SQLITE_BUSY_CODES = frozenset({5, 6})
 
 
 def _pid_alive(pid: int) -> bool:
@@ -98,6 +120,11 @@ class AuditWriter:
         self._pending: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._pending_lock = threading.Lock()
         self._appender = store.appender()
+        # Inline commits (see the module doc): their own connection, which never waits
+        # for a lock; the chain head and the appenders are the commit lock's.
+        self._inline = store.appender(lock_wait_ms=0) if store.backend == "sqlite" else None
+        self._inline_paused_until = 0.0
+        self._commit_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._closed = False
         self.commits = 0
@@ -105,6 +132,7 @@ class AuditWriter:
         self.failures = 0
         self.checkpoints = 0
         self.checkpoint_failures = 0
+        self.inline_commits = 0
         self._last_ok = True
         if signer is not None:
             self._claim(pid_alive)
@@ -141,17 +169,25 @@ class AuditWriter:
         """False from a failed commit until the next successful one."""
         return self._last_ok
 
-    def write(self, record: AuditRecord, deadline: float | None = None) -> asyncio.Future[None]:
+    def write(self, record: AuditRecord, deadline: float | None = None, *,
+              alone: bool = False) -> asyncio.Future[None]:
         """Queue ``record`` now; the future resolves once it is committed, or raises
         AuditUnavailable.
 
         With a ``deadline`` (epoch seconds), a record whose commit could not start with
         ``commit_budget_seconds`` to spare is refused instead of written late: the store's
         own timeouts (SQLite lock wait 1 s, PostgreSQL statements 1 s) fit in the budget,
-        so a "grant" is never recorded after the answer could still matter."""
+        so a "grant" is never recorded after the answer could still matter.
+
+        ``alone``: the caller is the only decision in flight, so nothing would share the
+        commit; the record may then be committed before this returns (the future is
+        already done), see the module doc."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        if self._closed:
+        outcome = self._commit_inline(record, deadline) if alone else QUEUED
+        if outcome is not QUEUED:
+            _settle(future, outcome)
+        elif self._closed:
             future.set_exception(AuditUnavailable("audit writer is closed",
                                                   code="audit_unavailable"))
         elif record.gateway_instance != self._instance:
@@ -165,6 +201,54 @@ class AuditWriter:
             if first:  # handed over once this turn's ready decisions have all written
                 loop.call_soon(self._hand_off, loop)
         return future
+
+    def write_alone(self, record: AuditRecord,
+                    deadline: float | None = None) -> asyncio.Future[None]:
+        """:meth:`write` for a caller that is the only decision in flight."""
+        return self.write(record, deadline, alone=True)
+
+    def _commit_inline(self, record: AuditRecord,
+                       deadline: float | None) -> AuditUnavailable | _Queued | None:
+        """Commit ``record`` on the calling thread if that is safe and cheap now: None when
+        committed, the error when the store failed it; ``QUEUED`` leaves it to the thread
+        (not idle, locked by another writer, or close to its deadline: the thread also
+        handles every late case)."""
+        if not self._inline_ready(record, deadline) or not self._commit_lock.acquire(
+                blocking=False):
+            return QUEUED
+        healthy = self._last_ok
+        try:
+            started = time.monotonic()
+            error = self._commit_live([record], self._inline)
+            if error is not None and _store_busy(error):
+                self._last_ok = healthy  # locked by another writer, not failing
+        finally:
+            self._commit_lock.release()
+        elapsed = time.monotonic() - started
+        if error is not None:
+            self._inline_paused_until = time.monotonic() + _INLINE_BUSY_PAUSE_SECONDS
+            if _store_busy(error):
+                return QUEUED  # a locked store fails before its first insert: not written
+            self.failures += 1
+            log.error("audit write of 1 record failed: %s", error.description)
+            return error
+        self.inline_commits += 1
+        if elapsed > _INLINE_SLOW_SECONDS:
+            self._inline_paused_until = time.monotonic() + _INLINE_PAUSE_SECONDS
+            log.warning("audit: a commit held the event loop for %.0f ms; committing "
+                        "through the writer thread for the next %.0f s", elapsed * 1000,
+                        _INLINE_PAUSE_SECONDS)
+        return None
+
+    def _inline_ready(self, record: AuditRecord, deadline: float | None) -> bool:
+        if (self._inline is None or self._closed or time.monotonic() < self._inline_paused_until
+                or record.gateway_instance != self._instance):
+            return False
+        if self._pending or not self._queue.empty():
+            return False  # others are waiting: they share the thread's next commit
+        if self._signer is not None and not self._schedule.opened:
+            return False  # the thread opens the chain (genesis) first
+        return deadline is None or deadline - self._clock() >= self._commit_budget
 
     def _hand_off(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._pending_lock:
@@ -184,10 +268,13 @@ class AuditWriter:
             if first is None:
                 return None
             if not first:
-                self._heartbeat()
+                with self._commit_lock:
+                    self._heartbeat()
                 continue
             batch = self._drain(list(first))
-            if self._opened_for(batch):
+            with self._commit_lock:
+                opened = self._opened_for(batch)
+            if opened:
                 return batch
 
     def _drain(self, batch: list[_Item]) -> list[_Item]:
@@ -300,11 +387,11 @@ class AuditWriter:
         return sign_checkpoint(self._signer, instance=self._instance, kind=kind, head=head,
                                now=now, run=self._run_info)
 
-    def _commit(self, records: Sequence[AuditRecord]) -> None:
+    def _commit(self, records: Sequence[AuditRecord], appender: Appender) -> None:
         rows = self._chain(records)
         head = (int(rows[-1]["chain_seq"]), str(rows[-1]["record_hash"]))
         checkpoint = self._checkpoint(head)
-        self._appender.append(rows, checkpoint)
+        appender.append(rows, checkpoint)
         self._head = head
         self.commits += 1
         self.records += len(rows)
@@ -338,10 +425,11 @@ class AuditWriter:
                       len(late))
         return live, late
 
-    def _commit_live(self, records: Sequence[AuditRecord]) -> AuditUnavailable | None:
+    def _commit_live(self, records: Sequence[AuditRecord],
+                     appender: Appender | None = None) -> AuditUnavailable | None:
         error: AuditUnavailable | None = None
         try:
-            self._commit(records)
+            self._commit(records, appender or self._appender)
         except AuditUnavailable as exc:
             error = exc
         except Exception as exc:  # the writer must survive anything a record or driver raises
@@ -398,9 +486,13 @@ class AuditWriter:
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
             for start in range(0, len(batch), self._max_batch):
-                self._write(batch[start:start + self._max_batch])
-        self._final_checkpoint()
-        self._appender.close()
+                with self._commit_lock:
+                    self._write(batch[start:start + self._max_batch])
+        with self._commit_lock:
+            self._final_checkpoint()
+            self._appender.close()
+            if self._inline is not None:
+                self._inline.close()
 
     def _final_checkpoint(self) -> None:
         """On shutdown, sign the chain's end as final: a later truncation, or any record
@@ -432,6 +524,13 @@ LATE_MARK = "recorded late, after its deadline: "
 
 def _marked_late(record: AuditRecord) -> AuditRecord:
     return replace(record, reason=LATE_MARK + record.reason)
+
+
+def _store_busy(error: AuditUnavailable) -> bool:
+    """Whether SQLite refused the write because another connection holds its lock."""
+    cause = error.__cause__
+    code = getattr(getattr(cause, "orig", None) or cause, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _SQLITE_BUSY_CODES
 
 
 def _store_down(error: AuditUnavailable) -> bool:

@@ -53,6 +53,9 @@ SERVER_XKEY_HEADER = "Nats-Server-Xkey"
 MAX_REASON = 200
 
 IdentityVerifier = Callable[[CredentialEnvelope], Awaitable[Identity]]
+# The identity of an envelope verified before and still valid, without waiting; None when
+# it must be verified (again). Raises as the verifier would (an expired token).
+CachedIdentity = Callable[[CredentialEnvelope], Identity | None]
 # (record, deadline): the sink must commit before the deadline (epoch seconds) or refuse;
 # None: no deadline (a follow-up that must be written whenever it can).
 AuditSink = Callable[[AuditRecord, float | None], Awaitable[None]]
@@ -101,13 +104,19 @@ class CalloutHandler:
         verify_identity: IdentityVerifier, policies: Callable[[], PolicySet],
         audit: AuditSink, settings: HandlerSettings,
         clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
-        decisions: DecisionCache | None = None,
+        decisions: DecisionCache | None = None, audit_alone: AuditSink | None = None,
+        cached_identity: CachedIdentity | None = None,
     ) -> None:
         self._issuer = issuer
         self._xkey = xkey
         self._verify_identity = verify_identity
+        self._cached_identity = cached_identity
         self._policies = policies
         self._audit = audit
+        # The sink for a decision that is the only one in flight (nothing would share its
+        # commit, so the writer may commit it without a thread hand-off).
+        self._audit_alone = audit_alone
+        self._active = 0
         self._settings = settings
         self._clock = clock
         self._metrics = metrics
@@ -142,6 +151,19 @@ class CalloutHandler:
 
     async def _answer(self, data: bytes, headers: Mapping[str, str] | None,
                       queued_seconds: float) -> _Answer | None:
+        self._active += 1
+        try:
+            return await self._decide_answer(data, headers, queued_seconds)
+        finally:
+            self._active -= 1
+
+    def _sink(self) -> AuditSink:
+        if self._active == 1 and self._audit_alone is not None:
+            return self._audit_alone
+        return self._audit
+
+    async def _decide_answer(self, data: bytes, headers: Mapping[str, str] | None,
+                             queued_seconds: float) -> _Answer | None:
         ctx = _Context(decision_id=uuid.uuid4().hex, started=time.perf_counter(),
                        received_at=self._clock() - queued_seconds)
         try:
@@ -231,7 +253,8 @@ class CalloutHandler:
         # that exists (measured: signing during the commit only adds GIL hand-offs).
         response = self._sign_grant(request, grant, signer, now)
         mark = self._step("sign", mark)
-        await self._audit(self._record(ctx, "grant", "granted", "granted"), self._deadline(ctx))
+        await self._sink()(self._record(ctx, "grant", "granted", "granted"),
+                           self._deadline(ctx))
         self._step("audit", mark)
         self._count("grant", ctx.envelope.method, "granted", ctx)
         if log.isEnabledFor(logging.INFO):  # the fields cost a dict per connection
@@ -261,6 +284,11 @@ class CalloutHandler:
         }
 
     async def _identity(self, envelope: CredentialEnvelope) -> Identity:
+        if self._cached_identity is not None:
+            # A token verified before needs no wait, so no timer either.
+            identity = self._cached_identity(envelope)
+            if identity is not None:
+                return identity
         try:
             # asyncio.timeout runs the verifier in this task (wait_for would start another).
             async with asyncio.timeout(self._settings.identity_timeout_seconds):
@@ -319,7 +347,7 @@ class CalloutHandler:
 
     async def _write_deny(self, ctx: _Context, record: AuditRecord) -> None:
         try:
-            await self._audit(record, self._deadline(ctx))
+            await self._sink()(record, self._deadline(ctx))
         except Exception as exc:
             # Still a deny: nothing is granted. The writer keeps a deny that misses its
             # deadline (written late); this is a store that could not commit at all.

@@ -159,13 +159,27 @@ class OidcVerifier:
         for cache in self._caches.values():
             await cache.warm()
 
+    def cached(self, token: str) -> Identity | None:
+        """The identity of ``token`` if it was verified before and every check that can
+        change since still passes; None when it must be verified (again). Raises what
+        :meth:`verify` raises for a cached token whose time ran out."""
+        if len(token) > MAX_TOKEN_BYTES:
+            return None  # verify refuses it
+        return self._cached(fingerprint(token))
+
+    def _cached(self, token_hash: str) -> Identity | None:
+        cached = self.tokens.get(token_hash)
+        if cached is not None and self._still_valid(cached, token_hash):
+            return cached.identity
+        return None
+
     async def verify(self, token: str) -> Identity:
         if len(token) > MAX_TOKEN_BYTES:
             raise IdentityError(f"token exceeds {MAX_TOKEN_BYTES} bytes", code="oversized_token")
         token_hash = fingerprint(token)
-        cached = self.tokens.get(token_hash)
-        if cached is not None and self._still_valid(cached, token_hash):
-            return cached.identity
+        identity = self._cached(token_hash)
+        if identity is not None:
+            return identity
         identity, kid, jwk = await self._verify_fully(token, token_hash)
         self.tokens.put(token_hash, CachedToken(identity, kid, jwk), self._clock())
         return identity

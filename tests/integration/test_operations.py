@@ -61,6 +61,10 @@ async def test_metrics_expose_the_named_series_after_real_connections(
     assert (_sample(text, "nats_gateway_jwks_fetches_total", issuer=stack.issuer.issuer,
                     result="ok") or 0) >= 1
     assert _sample(text, "nats_gateway_audit_records_written_total") == 3
+    # Connects made one at a time: each record but the chain's first is committed inline.
+    inline = _sample(text, "nats_gateway_audit_inline_commits_total") or 0
+    assert 2 <= inline <= 3
+    assert (_sample(text, "nats_gateway_audit_commits_total") or 0) >= 1
     assert _sample(text, "nats_gateway_audit_write_failures_total") == 0
     assert _sample(text, "nats_gateway_policy_reloads_total", result="failed") == 0
     assert _sample(text, "nats_gateway_policy_stale") == 0
