@@ -197,6 +197,25 @@ async def test_a_verified_token_is_served_from_the_cache_until_it_expires(
     assert len(verifier.tokens) == 0
 
 
+async def test_the_waitless_cache_lookup_agrees_with_verify(
+    issuer: DevIssuer, http: httpx.AsyncClient
+) -> None:
+    # The handler asks the cache first, without a timer: it must refuse what verify
+    # refuses and never answer for a token that was not verified.
+    now = [time.time()]
+    verifier = OidcVerifier([OidcIssuerConfig(issuer=issuer.issuer, audiences=[AUD],
+                                              leeway_seconds=5)], http, clock=lambda: now[0])
+    token = issuer.mint(subject="w", audience=AUD, lifetime=60)
+    assert verifier.cached(token) is None
+    assert verifier.cached("x" * 20_000) is None  # oversized: verify refuses it
+    verified = await verifier.verify(token)
+    assert verifier.cached(token) == verified
+    now[0] += 60 + 5 + 1
+    with pytest.raises(IdentityError) as expired:
+        verifier.cached(token)
+    assert expired.value.code == "expired_token" and verifier.cached(token) is None
+
+
 async def test_a_cached_token_is_refused_once_its_key_leaves_the_jwks(
     issuer: DevIssuer, http: httpx.AsyncClient
 ) -> None:
