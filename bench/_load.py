@@ -20,8 +20,8 @@ from typing import Any
 
 import nats
 
-__all__ = ["Credential", "StormResult", "add_load_arguments", "percentile", "sequential", "storm",
-           "wait_ready"]
+__all__ = ["Credential", "SequentialResult", "StormResult", "add_load_arguments", "percentile",
+           "sequential", "storm", "wait_ready"]
 
 
 @dataclass(frozen=True)
@@ -103,20 +103,39 @@ def wait_ready(url: str, credential: Credential, timeout: float = 60.0) -> None:
     asyncio.run(attempt())
 
 
+@dataclass
+class SequentialResult:
+    latencies: list[float] = field(default_factory=list)  # ms, the successful connects'
+    failures: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+
 async def _sequential(url: str, credential: Credential, connects: int,
-                      warmup: int) -> list[float]:
+                      warmup: int) -> SequentialResult:
     options = credential.options()
-    samples = []
+    result = SequentialResult()
     for index in range(warmup + connects):
-        elapsed = await _connect_once(url, options(), timeout=5)
+        try:
+            elapsed = await _connect_once(url, options(), timeout=5)
+        except Exception as exc:  # counted: one failed connect must not end a long run
+            result.failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
+            continue
         if index >= warmup:
-            samples.append(elapsed)
-    return samples
+            result.latencies.append(elapsed)
+    return result
 
 
-def sequential(url: str, credential: Credential, connects: int, warmup: int) -> list[float]:
-    """Connect latencies in ms, one connect at a time (each must succeed)."""
-    return asyncio.run(_sequential(url, credential, connects, warmup))
+def sequential(url: str, credential: Credential, connects: int,
+               warmup: int) -> SequentialResult:
+    """Connect latencies in ms, one connect at a time; a failed connect (warm-up or not)
+    is counted in ``failures`` and leaves no sample."""
+    result = asyncio.run(_sequential(url, credential, connects, warmup))
+    for failure, count in result.failures.most_common(3):
+        print(f"  one-at-a-time failure x{count}: {failure}", flush=True)
+    return result
 
 
 @dataclass

@@ -36,7 +36,8 @@ class PairedRound:
 
 
 def one_at_a_time_p50(system: System, connects: int, warmup: int) -> float:
-    return percentile(sequential(system.url, system.credential, connects, warmup), 0.5)
+    return percentile(sequential(system.url, system.credential, connects, warmup).latencies,
+                      0.5)
 
 
 def storm_rate(system: System, total: int, in_flight: int,

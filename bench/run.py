@@ -43,6 +43,7 @@ class Row:
     p50: float
     p99: float
     p999: float
+    connect_failures: int  # one-at-a-time connects that failed (warm-up included)
     storm_connects: int
     storm_per_second: float
     storm_p99: float
@@ -55,9 +56,11 @@ def measure(name: str, system: System, args: argparse.Namespace) -> Row:
     one = sequential(system.url, system.credential, args.connects, args.warmup)
     burst, cpu_ms = storm_with_cpu(system, args.storm, args.in_flight,
                                    args.client_processes)
-    row = Row(name, len(one), percentile(one, 0.5), percentile(one, 0.99),
-              percentile(one, 0.999), len(burst.latencies), burst.connects_per_second,
-              percentile(burst.latencies, 0.99), sum(burst.failures.values()), cpu_ms)
+    latencies = one.latencies
+    row = Row(name, len(latencies), percentile(latencies, 0.5), percentile(latencies, 0.99),
+              percentile(latencies, 0.999), one.failed, len(burst.latencies),
+              burst.connects_per_second, percentile(burst.latencies, 0.99),
+              sum(burst.failures.values()), cpu_ms)
     print(json.dumps(asdict(row)), flush=True)
     for failure, count in burst.failures.most_common(3):
         print(f"  storm failure x{count}: {failure}", flush=True)
@@ -82,14 +85,15 @@ def scenarios(args: argparse.Namespace, issuer: DevIssuer, sts: MotoSts) -> Iter
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| scenario | 1 at a time: connects | p50 ms | p99 ms | p99.9 ms | "
+    lines = ["| scenario | 1 at a time: connects | p50 ms | p99 ms | p99.9 ms | failures | "
              "storm: connects | connects/s | p99 ms | failures | responder CPU ms/connect |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         cpu = "n/a" if r.storm_cpu_ms is None else f"{r.storm_cpu_ms:.2f}"
         lines.append(f"| {r.scenario} | {r.connects} | {r.p50:.2f} | {r.p99:.2f} | "
-                     f"{r.p999:.2f} | {r.storm_connects} | {r.storm_per_second:.0f} | "
-                     f"{r.storm_p99:.1f} | {r.storm_failures} | {cpu} |")
+                     f"{r.p999:.2f} | {r.connect_failures} | {r.storm_connects} | "
+                     f"{r.storm_per_second:.0f} | {r.storm_p99:.1f} | {r.storm_failures} | "
+                     f"{cpu} |")
     return "\n".join(lines)
 
 
