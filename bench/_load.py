@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nats
@@ -26,13 +27,24 @@ __all__ = ["Credential", "SequentialResult", "StormResult", "add_load_arguments"
 
 @dataclass(frozen=True)
 class Credential:
-    kind: str  # "password", "token" or "aws_iam"
+    kind: str  # "password", "token", "tokens" or "aws_iam"
     user: str = ""
     password: str = ""
     token: str = ""
+    # "tokens": one per connect, in turn, starting again after the last: many distinct
+    # workers from one client process
+    tokens: tuple[str, ...] = ()
     # aws_iam: (sts_url, region, gateway_id, access key, secret, session token)
     aws: tuple[str, str, str, str, str, str] | None = None
     ca_file: str = ""  # connect over TLS, trusting this CA (one context per process)
+
+    def share(self, index: int, of: int) -> Credential:
+        """What client process ``index`` of ``of`` presents: for "tokens", every
+        ``of``-th worker from its own first, so the processes together cycle over all
+        of them instead of each over the same first few; else the same credential."""
+        if self.kind != "tokens":
+            return self
+        return replace(self, tokens=self.tokens[index::of])
 
     def options(self) -> Callable[[], dict[str, Any]]:
         plain = self._plain_options()
@@ -48,6 +60,9 @@ class Credential:
             return lambda: {"user": self.user, "password": self.password}
         if self.kind == "token":
             return lambda: {"token": self.token}
+        if self.kind == "tokens":
+            in_turn = itertools.cycle(self.tokens)
+            return lambda: {"token": next(in_turn)}
         return self._aws_options()
 
     def _aws_options(self) -> Callable[[], dict[str, Any]]:
@@ -179,7 +194,7 @@ def storm(url: str, credential: Credential, total: int, in_flight: int,
     """``total`` connects with ``in_flight`` outstanding at once, over ``processes``
     client processes that start together; connects/s is over the whole storm."""
     start_at = time.time() + 2.0  # every process is up and waiting before the first connect
-    parts = [(url, credential, total // processes + (i < total % processes),
+    parts = [(url, credential.share(i, processes), total // processes + (i < total % processes),
               in_flight // processes + (i < in_flight % processes), start_at)
              for i in range(processes)]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
