@@ -55,8 +55,12 @@ def _rounds_listed(rounds: list[Round], figure: Callable[[Round], float], unit: 
     return ", ".join(f"{figure(r):.2f}{unit}" for r in rounds)
 
 
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _median_of_rounds(rounds: list[Round]) -> str:
-    return f"median of {len(rounds)} round{'' if len(rounds) == 1 else 's'}"
+    return f"median of {_counted(len(rounds), 'round')}"
 
 
 def record_at_floor(results: RunResults) -> Verdict:
@@ -129,7 +133,7 @@ def _reconnect_part(runs: list[ReconnectResult]) -> Verdict:
     met = all(r.back == r.clients and r.deny_records == 0
               and r.clients_without_grant_record == 0 and r.unrecorded_decisions == 0
               for r in runs)
-    return (f"reconnect, {len(runs)} runs: back {back}; all back in median "
+    return (f"reconnect, {_counted(len(runs), 'run')}: back {back}; all back in median "
             f"{statistics.median(times):.1f} s (runs "
             f"{', '.join(f'{t:.1f}' for t in times)} s); "
             f"{sum(r.deny_records for r in runs)} deny records, "
