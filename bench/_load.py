@@ -11,28 +11,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nats
 
-__all__ = ["Credential", "StormResult", "add_load_arguments", "percentile", "sequential", "storm",
-           "wait_ready"]
+__all__ = ["Credential", "SequentialResult", "StormResult", "add_load_arguments", "percentile",
+           "sequential", "storm", "wait_ready"]
 
 
 @dataclass(frozen=True)
 class Credential:
-    kind: str  # "password", "token" or "aws_iam"
+    kind: str  # "password", "token", "tokens" or "aws_iam"
     user: str = ""
     password: str = ""
     token: str = ""
+    # "tokens": one per connect, in turn, starting again after the last: many distinct
+    # workers from one client process
+    tokens: tuple[str, ...] = ()
     # aws_iam: (sts_url, region, gateway_id, access key, secret, session token)
     aws: tuple[str, str, str, str, str, str] | None = None
     ca_file: str = ""  # connect over TLS, trusting this CA (one context per process)
+
+    def share(self, index: int, of: int) -> Credential:
+        """What client process ``index`` of ``of`` presents: for "tokens", every
+        ``of``-th worker from its own first, so the processes together cycle over all
+        of them instead of each over the same first few; else the same credential."""
+        if self.kind != "tokens":
+            return self
+        return replace(self, tokens=self.tokens[index::of])
 
     def options(self) -> Callable[[], dict[str, Any]]:
         plain = self._plain_options()
@@ -48,6 +60,9 @@ class Credential:
             return lambda: {"user": self.user, "password": self.password}
         if self.kind == "token":
             return lambda: {"token": self.token}
+        if self.kind == "tokens":
+            in_turn = itertools.cycle(self.tokens)
+            return lambda: {"token": next(in_turn)}
         return self._aws_options()
 
     def _aws_options(self) -> Callable[[], dict[str, Any]]:
@@ -103,20 +118,39 @@ def wait_ready(url: str, credential: Credential, timeout: float = 60.0) -> None:
     asyncio.run(attempt())
 
 
+@dataclass
+class SequentialResult:
+    latencies: list[float] = field(default_factory=list)  # ms, the successful connects'
+    failures: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+
 async def _sequential(url: str, credential: Credential, connects: int,
-                      warmup: int) -> list[float]:
+                      warmup: int) -> SequentialResult:
     options = credential.options()
-    samples = []
+    result = SequentialResult()
     for index in range(warmup + connects):
-        elapsed = await _connect_once(url, options(), timeout=5)
+        try:
+            elapsed = await _connect_once(url, options(), timeout=5)
+        except Exception as exc:  # counted: one failed connect must not end a long run
+            result.failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
+            continue
         if index >= warmup:
-            samples.append(elapsed)
-    return samples
+            result.latencies.append(elapsed)
+    return result
 
 
-def sequential(url: str, credential: Credential, connects: int, warmup: int) -> list[float]:
-    """Connect latencies in ms, one connect at a time (each must succeed)."""
-    return asyncio.run(_sequential(url, credential, connects, warmup))
+def sequential(url: str, credential: Credential, connects: int,
+               warmup: int) -> SequentialResult:
+    """Connect latencies in ms, one connect at a time; a failed connect (warm-up or not)
+    is counted in ``failures`` and leaves no sample."""
+    result = asyncio.run(_sequential(url, credential, connects, warmup))
+    for failure, count in result.failures.most_common(3):
+        print(f"  one-at-a-time failure x{count}: {failure}", flush=True)
+    return result
 
 
 @dataclass
@@ -160,7 +194,7 @@ def storm(url: str, credential: Credential, total: int, in_flight: int,
     """``total`` connects with ``in_flight`` outstanding at once, over ``processes``
     client processes that start together; connects/s is over the whole storm."""
     start_at = time.time() + 2.0  # every process is up and waiting before the first connect
-    parts = [(url, credential, total // processes + (i < total % processes),
+    parts = [(url, credential.share(i, processes), total // processes + (i < total % processes),
               in_flight // processes + (i < in_flight % processes), start_at)
              for i in range(processes)]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:

@@ -25,12 +25,15 @@ from gateway.dev.natsserver import NatsServer
 from gateway.dev.postgres import postgres_database
 from gateway.natsconf import render_static_config
 
-__all__ = ["System", "gateway_system", "noop_system", "static_system", "storm_with_cpu"]
+__all__ = ["System", "distinct_workers_credential", "gateway_system", "noop_system",
+           "static_system", "storm_with_cpu"]
 
+# `bench-worker*`: the one worker of the connect scenarios and the many distinct workers
+# (`bench-worker-N`) of the memory run are all entitled.
 OIDC_POLICY = """version: 1
 policies:
   - id: bench
-    match: {{oidc: {{issuer: "{issuer}", subject: "bench-worker"}}}}
+    match: {{oidc: {{issuer: "{issuer}", subject: "bench-worker*"}}}}
     scopes: [{{dag: "*"}}]
     permissions:
       publish: {{allow: ["airflow.{{dag_id}}.{{task_id}}.>"]}}
@@ -88,6 +91,17 @@ def noop_system(tmp: Path) -> Iterator[System]:
 def oidc_credential(issuer: DevIssuer, task_id: str = "load") -> Credential:
     token = issuer.mint(subject="bench-worker", audience="nats-gateway", lifetime=3600)
     return Credential("token", token=oidc_envelope(token, dag_id="etl", task_id=task_id))
+
+
+def distinct_workers_credential(issuer: DevIssuer, workers: int) -> Credential:
+    """``workers`` distinct workers, one per connect in turn: each its own token (subject
+    ``bench-worker-N``, minted once) acting for its own task, so the gateway's token and
+    decision caches hold one entry per worker, as in a fleet."""
+    envelopes = tuple(
+        oidc_envelope(issuer.mint(subject=f"bench-worker-{n}", audience="nats-gateway",
+                                  lifetime=3600), dag_id="etl", task_id=f"task-{n}")
+        for n in range(workers))
+    return Credential("tokens", tokens=envelopes)
 
 
 def iam_credential(sts: MotoSts) -> Credential:

@@ -7,6 +7,10 @@ third is the best any design that keeps the gateway's checks could do, so the ro
 leaves under each target is the most a durable record may cost; beside it stands what
 the record's fsync'd commit alone costs on this disk (bench/_floor.py).
 
+The rounds are bench/_paired.py's, the same that bench/run.py judges issue 22's targets
+on; the room reported here is against the earlier ratio targets (1.3x the no-op's p50,
+80% of its storm rate).
+
     .venv/bin/python bench/audit_bound.py --write docs/benchmarks.md
 """
 
@@ -16,88 +20,36 @@ import argparse
 import shlex
 import statistics
 import sys
-import tempfile
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
-from _common import BENCH_DIR, machine, write_section  # bench/ is on sys.path as a script
+from _common import machine, write_section  # bench/ is on sys.path as a script
 from _floor import CommitFloor, durable_commit_floor
-from _load import add_load_arguments, wait_ready
-from _paired import one_at_a_time_p50, storm_rate
-from _systems import System, gateway_system, noop_system
+from _load import add_load_arguments
+from _paired import Load, Round, paired_rounds, ratio, rounds_table, three_systems
 
 from gateway.dev.issuer import DevIssuer
 from gateway.dev.moto_sts import MotoSts
 
 P50_TARGET = 1.3  # gateway p50 at most this times the no-op's
 STORM_TARGET = 0.8  # gateway connects/s at least this share of the no-op's
-SYSTEMS = ("no-op", "gateway", "gateway without its record")
 
 
-@dataclass
-class Measured:
-    p50_ms: float
-    per_second: float
-    cpu_ms: float  # the responder's CPU per storm connect
-    failures: int = 0  # storm connects that failed (counted, not fatal)
-
-
-def measure(system: System, args: argparse.Namespace) -> Measured:
-    p50 = one_at_a_time_p50(system, args.connects, args.warmup)
-    rate, cpu_ms, failures = storm_rate(system, args.storm, args.in_flight,
-                                        args.client_processes)
-    return Measured(p50, rate, cpu_ms, failures)
-
-
-def rounds_of(systems: list[System], args: argparse.Namespace) -> list[list[Measured]]:
-    results = []
-    for index in range(args.rounds):
-        row = [measure(system, args) for system in systems]
-        noop = row[0]
-        print(f"round {index + 1}: " + ", ".join(
-            f"{name} p50 {m.p50_ms:.2f} ms ({m.p50_ms / noop.p50_ms:.2f}x) "
-            f"{m.per_second:.0f}/s ({m.per_second / noop.per_second:.0%}, "
-            f"{m.failures} failed)"
-            for name, m in zip(SYSTEMS, row, strict=True)), flush=True)
-        results.append(row)
-    return results
-
-
-def rounds_table(rounds: list[list[Measured]]) -> str:
-    lines = ["| round | " + " | ".join(f"{n} p50 ms" for n in SYSTEMS) + " | "
-             + " | ".join(f"{n} connects/s" for n in SYSTEMS) + " | "
-             + " | ".join(f"{n} CPU ms/connect" for n in SYSTEMS) + " |",
-             "|---:|" + "---:|" * (3 * len(SYSTEMS))]
-    for index, row in enumerate(rounds, 1):
-        noop = row[0]
-        p50s = [f"{m.p50_ms:.2f}" + ("" if i == 0 else f" ({m.p50_ms / noop.p50_ms:.2f}x)")
-                for i, m in enumerate(row)]
-        rates = [f"{m.per_second:.0f}" + ("" if i == 0 else
-                                          f" ({m.per_second / noop.per_second:.0%})")
-                 for i, m in enumerate(row)]
-        cpus = [f"{m.cpu_ms:.2f}" for m in row]
-        lines.append(f"| {index} | {' | '.join(p50s)} | {' | '.join(rates)} | "
-                     f"{' | '.join(cpus)} |")
-    return "\n".join(lines)
-
-
-def _shares(rounds: list[list[Measured]], system: int) -> list[float]:
-    return [row[system].per_second / row[0].per_second for row in rounds]
+def _shares(rounds: list[Round], system: int) -> list[float]:
+    return [ratio(row.in_order()[system].per_second, row.noop.per_second) for row in rounds]
 
 
 def _listed(shares: list[float]) -> str:
     return ", ".join(f"{share:.0%}" for share in shares)
 
 
-def budget_lines(rounds: list[list[Measured]], floor: CommitFloor) -> str:
+def budget_lines(rounds: list[Round], floor: CommitFloor) -> str:
     """The room each target leaves for the record: p50s as medians in ms, storm shares as
-    the median of each round's own share (as the targets are judged in bench/run.py)."""
+    the median of each round's own share (as bench/run.py takes its rounds' figures)."""
     noop_p50, gateway_p50, bound_p50 = (
-        statistics.median(row[i].p50_ms for row in rounds) for i in range(3))
+        statistics.median(row.in_order()[i].p50_ms for row in rounds) for i in range(3))
     gateway_shares, bound_shares = _shares(rounds, 1), _shares(rounds, 2)
     bound_share = statistics.median(bound_shares)
-    record_cpu = statistics.median(row[1].cpu_ms - row[2].cpu_ms for row in rounds)
+    record_cpu = statistics.median(row.gateway.cpu_ms - row.bound.cpu_ms for row in rounds)
     allowed = P50_TARGET * noop_p50
     points = round((bound_share - STORM_TARGET) * 100)
     room = (f"**{points} point{'' if points == 1 else 's'}** above" if points > 0 else
@@ -120,7 +72,7 @@ def budget_lines(rounds: list[list[Measured]], floor: CommitFloor) -> str:
     ])
 
 
-def report(rounds: list[list[Measured]], floor: CommitFloor, command: str) -> str:
+def report(rounds: list[Round], floor: CommitFloor, command: str) -> str:
     return "\n\n".join([
         "## What the audit record costs, against the ratio targets",
         f"Command: `{command}`",
@@ -141,22 +93,9 @@ def main() -> None:
     add_load_arguments(parser)
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
-    unaudited = (sys.executable, str(BENCH_DIR / "unaudited_gateway.py"))
-    with DevIssuer() as issuer, MotoSts(roles=("airflow-bench",)) as sts, ExitStack() as stack:
-        def scratch() -> Path:
-            return Path(stack.enter_context(tempfile.TemporaryDirectory()))
-
-        systems = [
-            stack.enter_context(noop_system(scratch())),
-            stack.enter_context(gateway_system(scratch(), identity="oidc", audit="sqlite",
-                                               workers=1, issuer=issuer, sts=sts)),
-            stack.enter_context(gateway_system(scratch(), identity="oidc", audit="sqlite",
-                                               workers=1, issuer=issuer, sts=sts,
-                                               serve=unaudited)),
-        ]
-        for system in systems:
-            wait_ready(system.url, system.credential)
-        rounds = rounds_of(systems, args)
+    with DevIssuer() as issuer, MotoSts(roles=("airflow-bench",)) as sts, three_systems(
+            issuer, sts) as systems:
+        rounds = paired_rounds(systems, args.rounds, Load.from_args(args))
     floor = durable_commit_floor()
     command = shlex.join([".venv/bin/python", "bench/audit_bound.py", *sys.argv[1:]])
     section = report(rounds, floor, command)

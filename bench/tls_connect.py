@@ -44,9 +44,9 @@ def _rounds(urls: dict[str, str], credentials: dict[str, Credential], rounds: in
     for number in range(rounds):
         for mode in MODES:
             taken = sequential(urls[mode], credentials[mode], connects, warmup)
-            samples[mode].append(taken)
-            print(f"round {number + 1} {mode}: p50 {percentile(taken, 0.5):.2f} ms",
-                  flush=True)
+            samples[mode].append(taken.latencies)
+            print(f"round {number + 1} {mode}: p50 {percentile(taken.latencies, 0.5):.2f} ms, "
+                  f"{taken.failed} failed connects", flush=True)
     return samples
 
 

@@ -26,7 +26,7 @@ from gateway.heap import settle_heap_for_serving
 from gateway.runtime import Gateway
 
 
-async def _record_nothing(record: AuditRecord, deadline: float) -> None:
+async def _record_nothing(record: AuditRecord, deadline: float | None) -> None:
     """The audit sink replaced: nothing is written, nothing is waited for."""
 
 
