@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Mapping
+import json
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,14 @@ class Identity:
     issuer_name: str = ""
     claims: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
+    # Computed once per object: a cached token serves the same Identity on every connect.
+    @functools.cached_property
     def principal(self) -> str:
         return safe_text(f"{self.issuer}#{self.subject}", MAX_PRINCIPAL)
+
+    @functools.cached_property
+    def match_key(self) -> Hashable:
+        """Everything policy matching reads from this identity, hashable (the decision
+        cache's key): method, issuer, its name, subject and the claims."""
+        claims = json.dumps(self.claims, sort_keys=True, separators=(",", ":"), default=str)
+        return (self.method, self.issuer, self.issuer_name, self.subject, claims)

@@ -16,6 +16,7 @@ import base64
 import binascii
 import enum
 import functools
+import re
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 _SEED_PREFIX = 18 << 3  # base32-encodes to 'S'
+_BASE32 = re.compile("[A-Z2-7]+")
+# RFC 4648 base32 digits to the digits int(..., 32) reads (0-9, A-V), value for value.
+_TO_BASE32HEX = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567",
+                              "0123456789ABCDEFGHIJKLMNOPQRSTUV")
 
 
 class Prefix(enum.IntEnum):
@@ -62,6 +67,11 @@ def _b32encode(raw: bytes) -> str:
 def _b32decode(text: str) -> bytes:
     if not text or not text.isascii() or not text.isalnum() or text != text.upper():
         raise InvalidNkey("not base32 text")
+    bits = len(text) * 5
+    if bits % 8 == 0 and _BASE32.fullmatch(text):
+        # No padding, no spare bits (a public key: 56 characters, 35 bytes): the same
+        # bytes as base64.b32decode, through int() in C instead of a Python loop.
+        return int(text.translate(_TO_BASE32HEX), 32).to_bytes(bits // 8, "big")
     try:
         return base64.b32decode(text + "=" * (-len(text) % 8))
     except (binascii.Error, ValueError) as exc:

@@ -23,7 +23,6 @@ goes first.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -42,11 +41,6 @@ from gateway.policy.decide import (
 from gateway.policy.load import PolicySet
 
 __all__ = ["DecisionCache"]
-
-
-def _identity_key(identity: Identity) -> Hashable:
-    claims = json.dumps(identity.claims, sort_keys=True, separators=(",", ":"), default=str)
-    return (identity.method, identity.issuer, identity.issuer_name, identity.subject, claims)
 
 
 @dataclass
@@ -91,7 +85,7 @@ class DecisionCache:
         """Exactly what :func:`gateway.policy.decide.decide` returns or raises."""
         if self._max <= 0:
             return decide(policy_set, identity, scope, client, now)
-        key = (_identity_key(identity), scope, client)
+        key = (identity.match_key, scope, client)
         entry = self._current(key, policy_set, identity)
         if entry is None:
             self.misses += 1

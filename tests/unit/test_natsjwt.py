@@ -204,3 +204,20 @@ def test_responses_carry_exactly_one_outcome() -> None:
         assert isinstance(nats, dict)
         assert nats["type"] == "authorization_response"
         assert ("jwt" in nats) != ("error" in nats)
+
+
+def test_public_keys_decode_exactly_as_base32_and_refuse_what_base32_refuses() -> None:
+    # Public keys take a faster decoder than base64.b32decode: same bytes, same refusals.
+    from gateway.natsjwt.nkeys import decode_public, is_valid_public
+    for _ in range(200):
+        pair = SigningKeyPair.generate(Prefix.USER)
+        raw = base64.b32decode(pair.public_key + "=" * (-len(pair.public_key) % 8))
+        assert decode_public(pair.public_key, Prefix.USER) == raw[1:33]
+        theirs = pypi_nkeys.from_seed(pair.seed.encode())
+        assert theirs.public_key.decode() == pair.public_key
+    good = SigningKeyPair.generate(Prefix.USER).public_key
+    for digit in "0189":  # not base32 digits, though int(..., 32) would read them
+        assert not is_valid_public(good[:-1] + digit, Prefix.USER)
+        assert not is_valid_public(digit + good[1:], Prefix.USER)
+    assert not is_valid_public(good[:-1] + "a", Prefix.USER)
+    assert not is_valid_public(good[:10] + "_" + good[11:], Prefix.USER)
