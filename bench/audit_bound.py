@@ -60,7 +60,8 @@ def budget_lines(rounds: list[Round], floor: CommitFloor) -> str:
         f"takes {bound_p50:.2f} ms ({bound_p50 / noop_p50:.2f}x), which leaves "
         f"**{max(allowed - bound_p50, 0):.2f} ms** for a durable record. The record's fsync'd "
         f"commit alone takes {floor.commit_p50_ms:.2f} ms on this disk on the calling "
-        f"thread, {floor.writer_p50_ms:.2f} ms through a writer thread and back; in the "
+        f"thread back to back, {floor.paced_p50_ms:.2f} ms paced as one-at-a-time connects "
+        f"are, {floor.writer_p50_ms:.2f} ms through a writer thread and back; in the "
         f"gateway the record costs {gateway_p50 - bound_p50:.2f} ms ({gateway_p50:.2f} ms, "
         f"{gateway_p50 / noop_p50:.2f}x).",
         f"- Storm (median of the rounds' shares): without its record the gateway makes "

@@ -117,6 +117,10 @@ class CalloutHandler:
         # commit, so the writer may commit it without a thread hand-off).
         self._audit_alone = audit_alone
         self._active = 0
+        # Whether no request waits to be decided (set by the service that feeds this
+        # handler): decisions run to their audit without a pause, so "only one in the
+        # handler" alone does not mean nothing else is waiting.
+        self.nothing_queued: Callable[[], bool] = lambda: True
         self._settings = settings
         self._clock = clock
         self._metrics = metrics
@@ -158,7 +162,7 @@ class CalloutHandler:
             self._active -= 1
 
     def _sink(self) -> AuditSink:
-        if self._active == 1 and self._audit_alone is not None:
+        if self._active == 1 and self._audit_alone is not None and self.nothing_queued():
             return self._audit_alone
         return self._audit
 

@@ -50,6 +50,7 @@ class _Backlog:
         self._items: collections.deque[_Request] = collections.deque()
         self._idle: collections.deque[asyncio.Future[_Request]] = collections.deque()
         self._limit = limit
+        self.handed = 0  # given to a waiting worker that has not resumed yet
 
     def __len__(self) -> int:
         return len(self._items)
@@ -61,6 +62,7 @@ class _Backlog:
             waiter = self._idle.popleft()
             if not waiter.done():  # a cancelled worker leaves a cancelled future
                 waiter.set_result(item)
+                self.handed += 1
                 return None
         self._items.append(item)
         return self._items.popleft() if len(self._items) > self._limit else None
@@ -76,7 +78,11 @@ class _Backlog:
             return self._items.pop()
         waiter: asyncio.Future[_Request] = asyncio.get_running_loop().create_future()
         self._idle.append(waiter)
-        return await waiter
+        try:
+            return await waiter
+        finally:
+            if waiter.done() and not waiter.cancelled():
+                self.handed -= 1
 
 
 def shown_url(url: str) -> str:
@@ -104,6 +110,7 @@ class CalloutService:
         self._queue = queue_group
         self._name = name
         self._backlog = _Backlog(limit=max(1024, 64 * max_in_flight))
+        handler.nothing_queued = self._nothing_queued
         self._workers: list[asyncio.Task[None]] = []
         self._pool_size = max_in_flight
         self._busy = 0
@@ -179,6 +186,12 @@ class CalloutService:
             return base64.b64encode(pair.sign(nonce.encode()))
 
         return {"user_jwt_cb": user_jwt, "signature_cb": sign_nonce}
+
+    def _nothing_queued(self) -> bool:
+        """No other request is being decided or waits to be: neither in the backlog, nor
+        handed to a worker that has not started, nor read by nats-py and not yet ours."""
+        return (self._busy <= 1 and not self._backlog and not self._backlog.handed
+                and (self._sub is None or not self._sub.pending_msgs))
 
     async def _on_message(self, msg: Msg) -> None:
         dropped = self._backlog.put((msg, time.monotonic()))

@@ -199,3 +199,18 @@ async def test_connects_one_at_a_time_are_committed_inline(running: Stack) -> No
     grants = gateway.store.query(DecisionQuery(decision="grant", limit=100))
     assert len(grants) == 5
     assert_verified(gateway.store, gateway.signer)
+
+
+async def test_connects_that_arrive_together_share_commits(running: Stack) -> None:
+    # Each decision runs alone through the handler (nothing in it waits), so "alone"
+    # must also look at what the service holds: requests read and not yet decided.
+    gateway = running.gateway
+    assert gateway is not None
+    envelope = oidc_envelope(running.token(), dag_id="etl", task_id="load")
+    clients = await asyncio.gather(*(connect(running.nats_url, envelope) for _ in range(40)))
+    await asyncio.gather(*(nc.close() for nc in clients))
+    writer = gateway.writer
+    assert len(gateway.store.query(DecisionQuery(decision="grant", limit=100))) == 40
+    assert writer.commits < writer.records, "every record had a commit to itself"
+    assert writer.inline_commits < 40
+    assert_verified(gateway.store, gateway.signer)
