@@ -50,6 +50,8 @@ class ReconnectResult:
     closed_for_good: int
     longest_refusal_streak: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    # reason code -> records (a dict: dataclasses.asdict cannot copy a Counter)
+    deny_reasons: dict[str, int] = field(default_factory=dict)
 
 
 async def _clients(url: str, envelope_token: str, names: list[str], conn: Connection) -> None:
@@ -142,6 +144,7 @@ def reconnect_storm(url: str, token: str, restart: Any, audit_url: str, *, clien
     times = sorted(t - restarted_at for t in back.values() if t is not None)
     came_back = [name for name, at in back.items() if at is not None]
     denies, grants, missing = _audit_counts(audit_url, restarted_at, came_back)
+    reasons = _deny_reasons(audit_url, restarted_at)
     auth_errors = sum(n for e, n in errors.items() if "uthorization" in e)
     return ReconnectResult(
         clients=len(names), connected_before=connected, back=len(times),
@@ -150,7 +153,7 @@ def reconnect_storm(url: str, token: str, restart: Any, audit_url: str, *, clien
         retried_auth_errors=auth_errors, deny_records=denies, grant_records=grants,
         clients_without_grant_record=missing, unrecorded_decisions=unrecorded(),
         closed_for_good=sum(n for e, n in errors.items() if e.startswith("CLOSED")),
-        longest_refusal_streak=longest, errors=errors)
+        longest_refusal_streak=longest, errors=errors, deny_reasons=reasons)
 
 
 def _audit_counts(audit_url: str, since: float, names: list[str]) -> tuple[int, int, int]:
@@ -169,3 +172,17 @@ def _audit_counts(audit_url: str, since: float, names: list[str]) -> tuple[int, 
     granted = {name for decision, name, _ in rows if decision == "grant"}
     grants = sum(int(n) for decision, _, n in rows if decision == "grant")
     return denies, grants, sum(1 for name in names if name not in granted)
+
+
+def _deny_reasons(audit_url: str, since: float) -> dict[str, int]:
+    """Deny records since ``since`` by reason code: which check refused an entitled
+    client."""
+    store = AuditStore(audit_url)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT reason_code, COUNT(*) FROM decisions WHERE decision = 'deny' "
+                "AND decided_at >= :since GROUP BY reason_code"), {"since": since}).all()
+    finally:
+        store.close()
+    return {str(code): int(n) for code, n in rows}

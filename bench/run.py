@@ -197,9 +197,18 @@ def reconnect_table(runs: list[ReconnectResult]) -> str:
         lines.append(
             f"| {index} | {r.clients} | {r.back} | {r.all_back_seconds:.1f} | "
             f"{r.p50_seconds:.1f} | {r.p99_seconds:.1f} | {r.retried_auth_errors} | "
-            f"{r.deny_records} | {r.grant_records} | {r.clients_without_grant_record} | "
+            f"{_denies(r)} | {r.grant_records} | {r.clients_without_grant_record} | "
             f"{r.unrecorded_decisions} | {r.longest_refusal_streak} | {r.closed_for_good} |")
     return "\n".join(lines)
+
+
+def _denies(r: ReconnectResult) -> str:
+    """Deny records with their reason codes: which check refused an entitled client."""
+    if not r.deny_records:
+        return "0"
+    reasons = ", ".join(f"{code} {n}" for code, n in sorted(
+        r.deny_reasons.items(), key=lambda item: -item[1]))
+    return f"{r.deny_records} ({reasons})"
 
 
 def memory_table(run: MemoryRun) -> str:

@@ -33,7 +33,7 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.retention import purge
 from gateway.audit.store import AuditStore
 from gateway.audit.verify import TrustedKey
-from gateway.audit.writer import COMMIT_BUDGET_SECONDS, AuditWriter
+from gateway.audit.writer import COMMIT_BUDGET_SECONDS, DECISION_MARGIN_SECONDS, AuditWriter
 from gateway.callout.handler import AccountSigner, CalloutHandler, HandlerSettings
 from gateway.callout.service import CalloutService
 from gateway.config import GatewaySettings, TrustedKeySettings, read_seed
@@ -296,7 +296,8 @@ class Gateway:
             self.handler, url=settings.nats.url, user_seed=self.keys.auth_user.seed,
             queue_group=settings.nats.queue_group, max_in_flight=settings.nats.max_in_flight,
             metrics=self.metrics,
-            shed_after_seconds=max(0.1, settings.nats.auth_timeout_seconds - COMMIT_BUDGET_SECONDS),
+            shed_after_seconds=max(0.1, settings.nats.auth_timeout_seconds - COMMIT_BUDGET_SECONDS
+                                   - DECISION_MARGIN_SECONDS),
             user_credentials=(str(settings.nats.user_jwt_file), str(settings.nats.user_seed_file))
             if settings.nats.mode == "operator" else None,
             tls=settings.nats.tls_options(), tls_trust=nats_trust(settings))

@@ -56,11 +56,18 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.store import Appender, AuditStore, CheckpointRow
 from gateway.errors import AuditUnavailable, ConfigError
 
-__all__ = ["COMMIT_BUDGET_SECONDS", "AuditWriter"]
+__all__ = ["COMMIT_BUDGET_SECONDS", "DECISION_MARGIN_SECONDS", "AuditWriter"]
 
 log = logging.getLogger(__name__)
 # A record must be able to start its commit this long before its deadline (see write()).
 COMMIT_BUDGET_SECONDS = 1.2
+# A request is decided only with this much more than the commit budget left, by its own
+# expiry and by its wait in the gateway's backlog: a decision that starts in time must
+# still find its budget when its record reaches the writer (under a storm, a turn of the
+# loop and a batch ahead of it). Without it a grant started with just the budget left
+# was refused at its commit: a deny for an entitled worker (hundreds in a storm of
+# 10,000 reconnecting workers, docs/benchmarks.md); now such a request is shed instead.
+DECISION_MARGIN_SECONDS = 0.3
 _Item = tuple[AuditRecord, float | None, asyncio.Future[None], asyncio.AbstractEventLoop]
 
 

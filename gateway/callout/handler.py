@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audit.record import AuditRecord
-from gateway.audit.writer import COMMIT_BUDGET_SECONDS
+from gateway.audit.writer import COMMIT_BUDGET_SECONDS, DECISION_MARGIN_SECONDS
 from gateway.envelope import CredentialEnvelope, parse_envelope
 from gateway.errors import (
     GatewayError,
@@ -203,7 +203,9 @@ class CalloutHandler:
         self, data: bytes, headers: Mapping[str, str], ctx: _Context
     ) -> AuthorizationRequest:
         parsed = parse_authorization_request(self._open(data, headers, ctx))
-        if _expired_in_transit(parsed.claims, self._clock(), COMMIT_BUDGET_SECONDS):
+        # Taken only with room for the decision and then its commit (see the margin).
+        if _expired_in_transit(parsed.claims, self._clock(),
+                               COMMIT_BUDGET_SECONDS + DECISION_MARGIN_SECONDS):
             raise _Expired
         request = verify_authorization_request(
             parsed, expected_subject=self._issuer.public_key, now=int(self._clock()))

@@ -100,3 +100,20 @@ async def test_backlog_hands_out_newest_first_and_drops_the_oldest_when_full() -
     await asyncio.sleep(0)
     assert backlog.put(msgs[1]) is None and (await idle) is msgs[1]  # straight to a worker
     assert backlog.put(msgs[2]) is None and len(backlog) == 1  # the cancelled one is skipped
+
+
+async def test_a_request_is_taken_only_with_room_for_its_decision_and_its_commit(
+        setup: tuple[Pipeline, CalloutService, Metrics, str]) -> None:
+    # The commit needs 1.2 s of the request's time left when it starts; a request with
+    # barely that much when its decision starts would reach the writer too late and its
+    # grant would be refused as audit_timeout, a deny for an entitled worker. It is
+    # shed instead, unrecorded; with the decision's margin of 0.3 s more it is decided.
+    pipeline, _, _, envelope = setup
+    exp = int(time.time()) + 2
+    handler = pipeline.handler
+    handler._clock = lambda: exp + 1 - 1.35  # 1.35 s left: more than the commit budget
+    assert await handler.handle(*pipeline.request(envelope, expires=exp)) is None
+    assert pipeline.records == [] and handler.expired == 1
+    handler._clock = lambda: exp + 1 - 1.6
+    assert await handler.handle(*pipeline.request(envelope, expires=exp)) is not None
+    assert [r.decision for r in pipeline.records] == ["grant"]
