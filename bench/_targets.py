@@ -17,7 +17,8 @@ from _policy_targets import RELOAD_STALL_LIMIT_MS, PolicyTargets
 from _reconnect import ReconnectResult
 from _scaling import SCALING_CORES, SCALING_RATE, ScalingRow
 
-__all__ = ["MemoryRun", "RunResults", "targets_table"]
+__all__ = ["MemoryRun", "RunResults", "decision_without_record", "record_at_floor",
+           "storm_one_process", "targets_table"]
 
 RECORD_ALLOWANCE_MS = 0.15  # what the record may add beyond its fsync'd commit
 BOUND_P50_RATIO = 1.15  # without-record p50 at most this times the no-op's
