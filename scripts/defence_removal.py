@@ -30,6 +30,8 @@ class Experiment:
     tests: list[str]
 
 
+_INLINE = "tests/integration/test_audit_inline_commit.py"
+
 EXPERIMENTS = [
     Experiment("OIDC algorithm pinning (alg none, HS256 keyed with the public key)",
                "gateway/identity/oidc.py",
@@ -289,6 +291,22 @@ EXPERIMENTS = [
                "    if rendered.split(\".\", 1)[0] == jetstream.INBOX_ROOT and not",
                "    if False and not",
                [_JS_UNIT, "-k", "inbox_namespace_is_a_deny"]),
+    Experiment("a commit on the event loop never waits for another process's lock "
+               "(issue 22)",
+               "gateway/audit/writer.py",
+               'store.appender(lock_wait_ms=0) if store.backend == "sqlite" else None',
+               'store.appender() if store.backend == "sqlite" else None',
+               [_INLINE, "-k", "locked_store"]),
+    Experiment("a decision is alone only when the service holds no other request "
+               "(issue 22)",
+               "gateway/callout/service.py",
+               "        handler.nothing_queued = self._nothing_queued\n", "",
+               [_INLINE, "-k", "arrive_together"]),
+    Experiment("a request is decided only with room for its decision and its commit "
+               "(issue 22)",
+               "gateway/audit/writer.py",
+               "DECISION_MARGIN_SECONDS = 0.3", "DECISION_MARGIN_SECONDS = 0.0",
+               ["tests/integration/test_shedding.py", "-k", "room_for_its_decision"]),
 ]
 
 
