@@ -182,12 +182,18 @@ async def test_an_unconfigured_issuer_is_never_contacted(http: httpx.AsyncClient
         assert attacker.jwks_requests == before == 0
 
 
+def _clocked_verifier(issuer: DevIssuer, http: httpx.AsyncClient,
+                      now: list[float]) -> OidcVerifier:
+    """A verifier whose clock is ``now[0]`` (5 s leeway), for the cache's time checks."""
+    return OidcVerifier([OidcIssuerConfig(issuer=issuer.issuer, audiences=[AUD],
+                                          leeway_seconds=5)], http, clock=lambda: now[0])
+
+
 async def test_a_verified_token_is_served_from_the_cache_until_it_expires(
     issuer: DevIssuer, http: httpx.AsyncClient
 ) -> None:
     now = [time.time()]
-    verifier = OidcVerifier([OidcIssuerConfig(issuer=issuer.issuer, audiences=[AUD],
-                                              leeway_seconds=5)], http, clock=lambda: now[0])
+    verifier = _clocked_verifier(issuer, http, now)
     token = issuer.mint(subject="w", audience=AUD, lifetime=60)
     first = await verifier.verify(token)
     again = await verifier.verify(token)
@@ -203,8 +209,7 @@ async def test_the_waitless_cache_lookup_agrees_with_verify(
     # The handler asks the cache first, without a timer: it must refuse what verify
     # refuses and never answer for a token that was not verified.
     now = [time.time()]
-    verifier = OidcVerifier([OidcIssuerConfig(issuer=issuer.issuer, audiences=[AUD],
-                                              leeway_seconds=5)], http, clock=lambda: now[0])
+    verifier = _clocked_verifier(issuer, http, now)
     token = issuer.mint(subject="w", audience=AUD, lifetime=60)
     assert verifier.cached(token) is None
     assert verifier.cached("x" * 20_000) is None  # oversized: verify refuses it
