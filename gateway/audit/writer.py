@@ -449,6 +449,13 @@ class AuditWriter:
             self._head = None  # re-read before the next batch: the commit may have landed
         return error
 
+    def _commit_locked(self, records: Sequence[AuditRecord]) -> AuditUnavailable | None:
+        """The thread's commit. The lock is held for the commit only: callers are
+        released after it, so a lone decision they go on to make finds the writer idle
+        (it would otherwise race the thread for the lock and fall back to the thread)."""
+        with self._commit_lock:
+            return self._commit_live(records)
+
     def _write(self, items: list[_Item]) -> None:
         live, late = self._refuse_late(items)
         if late:
@@ -456,7 +463,7 @@ class AuditWriter:
                                            code="audit_timeout"))
         if not live:
             return
-        error = self._commit_live([record for record, _, _, _ in live])
+        error = self._commit_locked([record for record, _, _, _ in live])
         if error is None:
             _report(live, None)
         elif len(live) > 1 and not _store_down(error):
@@ -470,13 +477,13 @@ class AuditWriter:
     def _write_one_by_one(self, items: list[_Item]) -> None:
         for index, item in enumerate(items):
             record = item[0]
-            error = self._commit_live([record])
+            error = self._commit_locked([record])
             if error is not None and not _store_down(error) and record.decision != "grant":
                 # A deny is kept in the log at least by its safe fields; a grant that
                 # cannot be stored is refused, and its caller records the deny instead.
                 log.error("audit record %s refused by the store (%s); storing its safe "
                           "fields", record.decision_id, error.description)
-                error = self._commit_live([_reduced(record, error)])
+                error = self._commit_locked([_reduced(record, error)])
             if error is not None and _store_down(error):
                 self._failed(items[index:], error)
                 return
@@ -493,8 +500,7 @@ class AuditWriter:
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
             for start in range(0, len(batch), self._max_batch):
-                with self._commit_lock:
-                    self._write(batch[start:start + self._max_batch])
+                self._write(batch[start:start + self._max_batch])
         with self._commit_lock:
             self._final_checkpoint()
             self._appender.close()
