@@ -55,21 +55,27 @@ async def _connect(url: str, user: str) -> Client:
 async def test_the_real_server_agrees(server: NatsServer, index: int) -> None:
     case = VECTORS[index]
     watcher = await _connect(server.url, "watcher")
-    publisher = await _connect(server.url, f"u{index}")
     try:
         sub = await watcher.subscribe(">")
         await watcher.flush()
-        await publisher.publish(case["subject"], b"case")
-        await publisher.publish(MARKER, b"marker")
-        await publisher.flush()
-        # Read up to the marker (published after the case, on the same connection, so it
-        # arrives after it): the case was delivered iff it came before the marker.
-        seen: list[str] = []
-        while not seen or seen[-1] != MARKER:
-            seen.append((await sub.next_msg(timeout=5)).subject)
+        # The publisher connects only once the watcher's interest is in place: a
+        # connection made before it can miss it for a while under load (seen here with
+        # nats-server 2.15.1: the marker of 3 to 9 in 150 tries never arrived), which is
+        # not what this test asks about.
+        publisher = await _connect(server.url, f"u{index}")
+        try:
+            await publisher.publish(case["subject"], b"case")
+            await publisher.publish(MARKER, b"marker")
+            await publisher.flush()
+            # Read up to the marker (published after the case, on the same connection,
+            # so it arrives after it): the case was delivered iff it came before it.
+            seen: list[str] = []
+            while not seen or seen[-1] != MARKER:
+                seen.append((await sub.next_msg(timeout=5)).subject)
+        finally:
+            await publisher.close()
         delivered = case["subject"] in seen
         assert delivered is case["allowed"], seen
         assert allowed(case["allow"], case["deny"], literal_subject(case["subject"])) is delivered
     finally:
-        await publisher.close()
         await watcher.close()
