@@ -227,14 +227,15 @@ class AuditWriter:
         try:
             started = time.monotonic()
             error = self._commit_live([record], self._inline)
-            if error is not None and _store_busy(error):
+            busy = error is not None and _store_busy(error)
+            if busy:
                 self._last_ok = healthy  # locked by another writer, not failing
         finally:
             self._commit_lock.release()
         elapsed = time.monotonic() - started
         if error is not None:
             self._inline_paused_until = time.monotonic() + _INLINE_BUSY_PAUSE_SECONDS
-            if _store_busy(error):
+            if busy:
                 return QUEUED  # a locked store fails before its first insert: not written
             self.failures += 1
             log.error("audit write of 1 record failed: %s", error.description)

@@ -66,13 +66,6 @@ def stored_ids(store: AuditStore) -> list[str]:
     return sorted(r.decision_id for r in store.query(DecisionQuery(limit=1000)))
 
 
-async def wait_for(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_a_lone_record_is_committed_before_write_returns(
         sqlite_store: AuditStore) -> None:
     signer = CheckpointSigner.generate()
